@@ -1,0 +1,94 @@
+"""Config composition: Hydra's compose API, safe to call from any cwd, any number of times."""
+import os
+import shlex
+from pathlib import Path
+from typing import Iterable, List
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException, OverrideParseException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from sweepbook.schema import register_schema
+
+ROOT_ENV = "SWEEPBOOK_ROOT"  # project root for installed use (holds conf/ and notebooks/)
+OVERRIDES_ENV = "SWEEPBOOK_OVERRIDES"  # extra overrides for runs that take no parameters (nbval)
+PRIMARY_CONFIG = "train"
+VERSION_BASE = "1.3"
+
+
+class ConfigError(ValueError):
+    """A config that cannot be composed: bad override, unknown option, wrong type."""
+
+
+def _has_config(root: Path) -> bool:
+    return (root / "conf" / f"{PRIMARY_CONFIG}.yaml").is_file()
+
+
+def project_root() -> Path:
+    """The folder holding conf/: $SWEEPBOOK_ROOT, this checkout, or the nearest parent of cwd."""
+    if os.environ.get(ROOT_ENV):
+        root = Path(os.environ[ROOT_ENV]).expanduser().resolve()
+        if not _has_config(root):
+            raise ConfigError(f"{ROOT_ENV}={root} holds no conf/{PRIMARY_CONFIG}.yaml")
+        return root
+    checkout = Path(__file__).resolve().parents[2]
+    for candidate in (checkout, Path.cwd(), *Path.cwd().parents):
+        if _has_config(candidate):
+            return candidate
+    raise ConfigError(
+        f"cannot find conf/{PRIMARY_CONFIG}.yaml from {Path.cwd()}; "
+        f"set {ROOT_ENV} to the sweepbook project folder"
+    )
+
+
+def config_dir() -> Path:
+    return project_root() / "conf"
+
+
+def overrides_from_env() -> List[str]:
+    """Overrides from $SWEEPBOOK_OVERRIDES (shell-quoted), for runs that cannot take parameters."""
+    return shlex.split(os.environ.get(OVERRIDES_ENV, ""))
+
+
+def _register_resolvers() -> None:
+    if not OmegaConf.has_resolver("sweepbook_root"):
+        OmegaConf.register_new_resolver("sweepbook_root", lambda: str(project_root()))
+
+
+def _check_overrides(overrides: List[str]) -> None:
+    bad = [o for o in overrides if not isinstance(o, str)]
+    if bad:
+        raise ConfigError(f"overrides must be strings like 'model=mlp', got {bad!r}")
+
+
+def _explain(error: Exception) -> str:
+    """Hydra hides the readable reason (key and expected type) in the exception chain."""
+    parts = [str(error).strip()]
+    if isinstance(error, OverrideParseException):
+        parts.insert(0, f"cannot parse override {error.override!r}:")
+    cause = error.__cause__
+    while cause is not None:
+        parts.append(str(cause).strip())
+        cause = cause.__cause__
+    return "\n".join(p for p in parts if p)
+
+
+def compose(overrides: Iterable[str] = ()) -> DictConfig:
+    """Compose conf/train.yaml with Hydra overrides, validated against the schema and resolved."""
+    overrides = list(overrides)
+    _check_overrides(overrides)
+    register_schema()
+    _register_resolvers()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base=VERSION_BASE):
+            cfg = hydra_compose(config_name=PRIMARY_CONFIG, overrides=overrides)
+        OmegaConf.resolve(cfg)
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ConfigError(_explain(error)) from error
+    finally:
+        GlobalHydra.instance().clear()
+    return cfg

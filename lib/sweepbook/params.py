@@ -1,0 +1,67 @@
+"""Turn a config into MLflow params: dotted keys, string values, secrets redacted."""
+import re
+from typing import Any, Dict, List, Mapping
+
+from omegaconf import DictConfig, OmegaConf
+
+REDACTED = "***"
+SECRET_KEY = re.compile(
+    r"pass(word|wd|phrase)?|token|secret|api[_-]?key|credential|private[_-]?key|auth", re.I
+)
+SECRET_IN_URI = re.compile(r"(?<=://)([^/@:]+):([^/@]+)@")
+
+
+def is_secret_key(key: str) -> bool:
+    """A key whose last part names a secret (password, token, api_key, ...)."""
+    return bool(SECRET_KEY.search(str(key).rsplit(".", 1)[-1]))
+
+
+def redact_value(key: str, value: Any) -> Any:
+    """Hide secret values, and passwords embedded in URIs (postgresql://user:pw@host)."""
+    if is_secret_key(key):
+        return REDACTED
+    if isinstance(value, str):
+        return SECRET_IN_URI.sub(rf"\1:{REDACTED}@", value)
+    return value
+
+
+def redact(tree: Any, key: str = "") -> Any:
+    """A copy of a nested dict/list with every secret-looking value replaced."""
+    if isinstance(tree, Mapping):
+        return {k: redact(v, str(k)) if not is_secret_key(k) else REDACTED for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [redact(v, key) for v in tree]
+    return redact_value(key, tree)
+
+
+def to_container(cfg: Any) -> Any:
+    """A plain, resolved dict (enums as their names) from a DictConfig or mapping."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return cfg
+
+
+def flatten(tree: Mapping, prefix: str = "") -> Dict[str, Any]:
+    """{'model': {'name': 'cnn'}} -> {'model.name': 'cnn'}; lists stay whole values."""
+    flat: Dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def config_params(cfg: Any) -> Dict[str, str]:
+    """The flattened, redacted config as MLflow params (string values)."""
+    return {k: str(v) for k, v in flatten(redact(to_container(cfg))).items()}
+
+
+def redact_overrides(overrides: List[str]) -> List[str]:
+    """Hydra overrides with secret values hidden: '+db.password=x' -> '+db.password=***'."""
+    redacted = []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        redacted.append(f"{key}{sep}{redact_value(key.lstrip('+~'), value)}" if sep else override)
+    return redacted

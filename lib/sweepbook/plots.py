@@ -1,0 +1,70 @@
+"""Figures of a training run; each returns a matplotlib Figure to show inline and log."""
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from sweepbook.data import Split
+from sweepbook.training import History
+
+
+def _smooth(values: Sequence[float], window: int) -> np.ndarray:
+    window = max(1, min(window, len(values)))
+    return np.convolve(values, np.ones(window) / window, mode="valid")
+
+
+def learning_curves(history: History) -> Figure:
+    """Training loss per step (raw and smoothed), validation loss and accuracy per epoch."""
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
+    steps_per_epoch = len(history.train_loss) / max(1, len(history.val_loss))
+    steps = np.arange(len(history.train_loss)) / steps_per_epoch
+    smooth = _smooth(history.train_loss, round(steps_per_epoch))
+    loss_ax.plot(steps, history.train_loss, alpha=0.3, label="train (step)")
+    loss_ax.plot(steps[len(steps) - len(smooth):], smooth, label="train (smoothed)")
+    epochs = np.arange(1, len(history.val_loss) + 1)
+    loss_ax.plot(epochs, history.val_loss, "o-", label="validation")
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="Loss", yscale="log")
+    loss_ax.legend()
+    acc_ax.plot(epochs, history.val_acc, "o-", color="tab:green")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="Validation accuracy")
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(truth, predicted, classes: Sequence[str]) -> Figure:
+    """Counts of true class (rows) against predicted class (columns)."""
+    n = len(classes)
+    counts = np.zeros((n, n), dtype=int)
+    np.add.at(counts, (np.asarray(truth), np.asarray(predicted)), 1)
+    fig, ax = plt.subplots(figsize=(0.5 * n + 2.5, 0.5 * n + 2))
+    ax.imshow(counts, cmap="Blues")
+    for (row, col), count in np.ndenumerate(counts):
+        if count:
+            ax.text(col, row, count, ha="center", va="center",
+                    color="white" if count > counts.max() / 2 else "black", fontsize=8)
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true",
+           title=f"Confusion matrix (accuracy {np.trace(counts) / counts.sum():.3f})")
+    ax.set_xticklabels(classes, rotation=45, ha="right")
+    ax.set_yticklabels(classes)
+    fig.tight_layout()
+    return fig
+
+
+def sample_predictions(split: Split, predicted, classes: Sequence[str], n: int = 24) -> Figure:
+    """A grid of images titled 'prediction (truth)', wrong ones in red."""
+    n = min(n, len(split))
+    cols = min(8, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.5 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        truth, guess = int(split.y[i]), int(predicted[i])
+        ax.imshow(split.x[i, 0].numpy(), cmap="gray_r")
+        ax.set_title(f"{classes[guess]} ({classes[truth]})", fontsize=8,
+                     color="black" if guess == truth else "red")
+    fig.suptitle("Sample predictions: predicted (true)")
+    fig.tight_layout()
+    return fig
