@@ -2,7 +2,9 @@
 import os
 import shlex
 from pathlib import Path
-from typing import Iterable, List
+from typing import Iterable, List, Sequence, Union
+
+import yaml
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
@@ -15,6 +17,7 @@ from sweepbook.schema import register_schema
 
 ROOT_ENV = "SWEEPBOOK_ROOT"  # project root for installed use (holds conf/ and notebooks/)
 OVERRIDES_ENV = "SWEEPBOOK_OVERRIDES"  # extra overrides for runs that take no parameters (nbval)
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 PRIMARY_CONFIG = "train"
 VERSION_BASE = "1.3"
 
@@ -48,6 +51,27 @@ def config_dir() -> Path:
     return project_root() / "conf"
 
 
+def as_override_list(value: Union[None, str, Sequence[str]]) -> List[str]:
+    """Overrides as a list, also from the strings papermill's `-p` passes.
+
+    `-p overrides '["model=mlp", "optimizer.lr=1e-2"]'` arrives as a JSON/YAML list in a
+    string, `-p overrides "model=mlp optimizer.lr=1e-2"` as shell words.
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.startswith("["):
+            return shlex.split(text)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"overrides {text!r} is not a valid list: {error}") from error
+    overrides = list(value)
+    _check_overrides(overrides)
+    return overrides
+
+
 def overrides_from_env() -> List[str]:
     """Overrides from $SWEEPBOOK_OVERRIDES (shell-quoted), for runs that cannot take parameters."""
     return shlex.split(os.environ.get(OVERRIDES_ENV, ""))
@@ -76,6 +100,12 @@ def _explain(error: Exception) -> str:
     return "\n".join(p for p in parts if p)
 
 
+def _apply_environment(cfg: DictConfig) -> None:
+    """MLFLOW_TRACKING_URI wins over tracking.uri, so the config shows the store really used."""
+    if os.environ.get(TRACKING_URI_ENV):
+        cfg.tracking.uri = os.environ[TRACKING_URI_ENV]
+
+
 def compose(overrides: Iterable[str] = ()) -> DictConfig:
     """Compose conf/train.yaml with Hydra overrides, validated against the schema and resolved."""
     overrides = list(overrides)
@@ -87,6 +117,7 @@ def compose(overrides: Iterable[str] = ()) -> DictConfig:
         with initialize_config_dir(config_dir=str(config_dir()), version_base=VERSION_BASE):
             cfg = hydra_compose(config_name=PRIMARY_CONFIG, overrides=overrides)
         OmegaConf.resolve(cfg)
+        _apply_environment(cfg)
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(_explain(error)) from error
     finally:

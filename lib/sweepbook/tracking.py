@@ -7,6 +7,7 @@ The run is always new (a stray MLFLOW_RUN_ID is dropped, never resumed), its con
 once, metrics are buffered (see metrics.py), and it ends FINISHED, FAILED or KILLED.
 """
 import copy
+import logging
 import os
 import platform
 import socket
@@ -27,16 +28,10 @@ from sweepbook.params import config_params, redact, redact_overrides, to_contain
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline machines: no phoning home
 
 RUN_ID_ENV = "MLFLOW_RUN_ID"
-URI_ENV = "MLFLOW_TRACKING_URI"
 SQLITE_PREFIX = "sqlite:///"
 VERSIONED_PACKAGES = ("sweepbook", "torch", "mlflow", "hydra-core", "omegaconf")
 NAME_SKIPS = ("tracking.", "paths.", "runname=", "expname=")
 MAX_RUN_NAME = 250
-
-
-def tracking_uri(cfg) -> str:
-    """MLFLOW_TRACKING_URI when set (tests, CI, servers), else the config's tracking.uri."""
-    return os.environ.get(URI_ENV) or cfg.tracking.uri
 
 
 def artifact_root(uri: str, cfg) -> Optional[str]:
@@ -130,6 +125,17 @@ def model_requirements() -> List[str]:
     return pins
 
 
+@contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 class TrackedRun:
     """The open run: buffered metrics, figures, the model, and a local output folder."""
 
@@ -168,10 +174,12 @@ class TrackedRun:
         example = np.asarray(input_example, dtype=np.float32)
         with torch.no_grad():
             output = model(torch.from_numpy(example)).numpy()
-        return mlflow.pytorch.log_model(
-            model, name=name, input_example=example, signature=infer_signature(example, output),
-            pip_requirements=model_requirements(), serialization_format="pickle",
-        )
+        with _quiet("mlflow.pytorch"):  # pickle is chosen on purpose: it keeps the nn.Module
+            return mlflow.pytorch.log_model(
+                model, name=name, input_example=example,
+                signature=infer_signature(example, output),
+                pip_requirements=model_requirements(), serialization_format="pickle",
+            )
 
     def write_output(self, relative: str, text: str) -> Path:
         """Write a text file into the run's output folder and log it right away."""
@@ -206,7 +214,7 @@ class TrackedRun:
 
 
 def _open_run(cfg, overrides: List[str], parent_run_id: Optional[str], tags: Dict[str, str]):
-    uri = tracking_uri(cfg)
+    uri = cfg.tracking.uri
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     experiment_id = ensure_experiment(client, cfg.expname, artifact_root(uri, cfg))

@@ -1,0 +1,30 @@
+# Each target sets itself up on a fresh machine: a .venv made with pip, reinstalled only
+# when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lab ui bench
+
+$(STAMP): pyproject.toml
+	@echo "Setting up $(VENV) (the first time takes a few minutes: torch is large)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -qq --upgrade pip
+	$(BIN)/python -m pip install -qq -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)  ## train once on the embedded SQLite store and print the result
+	$(BIN)/sweepbook run notebooks/train.ipynb
+
+test: $(STAMP)  ## the whole test suite
+	$(BIN)/python -m pytest
+
+lab: $(STAMP)  ## JupyterLab on the project
+	$(BIN)/jupyter lab --ip 127.0.0.1 --notebook-dir .
+
+ui: $(STAMP)  ## MLflow UI on the local store, bound to 127.0.0.1
+	$(BIN)/sweepbook ui
+
+bench: $(STAMP)  ## benchmarks (bench/), ratios measured side by side
+	$(BIN)/python bench/tracking_overhead.py
