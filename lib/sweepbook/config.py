@@ -88,11 +88,13 @@ def _check_overrides(overrides: List[str]) -> None:
         raise ConfigError(f"overrides must be strings like 'model=mlp', got {bad!r}")
 
 
-def _explain(error: Exception) -> str:
+def _explain(error: Exception, overrides: List[str]) -> str:
     """Hydra hides the readable reason (key and expected type) in the exception chain."""
     parts = [str(error).strip()]
     if isinstance(error, OverrideParseException):
         parts.insert(0, f"cannot parse override {error.override!r}:")
+    elif not isinstance(error, (HydraException, OmegaConfBaseException)):
+        parts.insert(0, f"invalid overrides {overrides}:")
     cause = error.__cause__
     while cause is not None:
         parts.append(str(cause).strip())
@@ -118,8 +120,8 @@ def compose(overrides: Iterable[str] = ()) -> DictConfig:
             cfg = hydra_compose(config_name=PRIMARY_CONFIG, overrides=overrides)
         OmegaConf.resolve(cfg)
         _apply_environment(cfg)
-    except (HydraException, OmegaConfBaseException) as error:
-        raise ConfigError(_explain(error)) from error
+    except (HydraException, OmegaConfBaseException, ValueError) as error:
+        raise ConfigError(_explain(error, overrides)) from error
     finally:
         GlobalHydra.instance().clear()
     return cfg

@@ -1,0 +1,77 @@
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from sweepbook.config import compose
+from sweepbook.data import IDX_FILES, DatasetNotFound, Split, batches, load_dataset, load_digits
+
+
+def write_idx(folder, n_train=30, n_test=10, size=28, seed=0):
+    """Tiny IDX files in torchvision's raw layout (magic 2051 images, 2049 labels)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, size=(n, size, size), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+        (folder / f"{prefix}-images-idx3-ubyte").write_bytes(
+            struct.pack(">IIII", 2051, n, size, size) + images.tobytes())
+        (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(
+            struct.pack(">II", 2049, n) + labels.tobytes())
+    return images, labels
+
+
+def test_digits_split_is_deterministic_disjoint_and_complete():
+    first, second = load_digits(0.1, 0.1, seed=3), load_digits(0.1, 0.1, seed=3)
+    assert torch.equal(first.train.x, second.train.x) and torch.equal(first.test.y, second.test.y)
+    assert (len(first.train), len(first.val), len(first.test)) == (1437, 180, 180)
+    assert first.input_shape == (1, 8, 8) and first.classes == [str(d) for d in range(10)]
+    assert 0.0 <= first.train.x.min() and first.train.x.max() <= 1.0
+    rows = lambda split: {tuple(r) for r in split.x.flatten(1).tolist()}
+    assert not rows(first.test) & rows(first.val)
+    other = load_digits(0.1, 0.1, seed=4)
+    assert not torch.equal(first.test.y, other.test.y)
+
+
+def test_limit_caps_the_training_split_only():
+    cfg = compose(["data.limit=100"])
+    dataset = load_dataset(cfg.data, cfg.paths.data_dir, cfg.seed)
+    assert len(dataset.train) == 100 and len(dataset.test) == 180
+
+
+@pytest.mark.parametrize("name, folder", [("fashion_mnist", "FashionMNIST"), ("mnist", "MNIST")])
+def test_torchvision_datasets_load_from_idx_files(tmp_path, name, folder):
+    write_idx(tmp_path / folder / "raw")
+    cfg = compose([f"data={name}", f"paths.data_dir={tmp_path}", "data.val_fraction=0.2"])
+    dataset = load_dataset(cfg.data, cfg.paths.data_dir, cfg.seed)
+    assert (len(dataset.train), len(dataset.val), len(dataset.test)) == (24, 6, 10)
+    assert dataset.input_shape == (1, 28, 28) and len(dataset.classes) == 10
+    assert dataset.train.x.dtype == torch.float32 and dataset.train.x.max() <= 1.0
+
+
+def test_test_split_keeps_the_files_order_and_labels(tmp_path):
+    images, labels = write_idx(tmp_path / "MNIST" / "raw")
+    cfg = compose(["data=mnist", f"paths.data_dir={tmp_path}"])
+    dataset = load_dataset(cfg.data, cfg.paths.data_dir, cfg.seed)
+    assert dataset.test.y.tolist() == labels.tolist()
+    assert torch.allclose(dataset.test.x[:, 0] * 255, torch.tensor(images, dtype=torch.float32))
+
+
+def test_missing_files_say_where_to_put_which_files(tmp_path):
+    cfg = compose(["data=fashion_mnist", f"paths.data_dir={tmp_path}"])
+    with pytest.raises(DatasetNotFound) as error:
+        load_dataset(cfg.data, cfg.paths.data_dir, cfg.seed)
+    message = str(error.value)
+    assert str(tmp_path / "FashionMNIST" / "raw") in message
+    assert all(name in message for name in IDX_FILES)
+    assert "data.download=true" in message
+
+
+def test_batches_cover_every_sample_once():
+    split = Split(torch.arange(10.0).view(10, 1, 1, 1), torch.arange(10))
+    plain = [y.tolist() for _, y in batches(split, 4)]
+    assert plain == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    shuffled = [v for _, y in batches(split, 4, True, torch.Generator().manual_seed(0))
+                for v in y.tolist()]
+    assert sorted(shuffled) == list(range(10)) and shuffled != list(range(10))

@@ -1,0 +1,171 @@
+from pathlib import Path
+
+import mlflow
+import mlflow.pytorch
+import pytest
+import torch
+import yaml
+
+from sweepbook.config import compose
+from sweepbook.models import MLP
+from sweepbook.params import REDACTED, config_params
+from sweepbook.tracking import run_name, start_run
+
+from conftest import ROOT, SMOKE
+
+
+@pytest.fixture
+def cfg(store, output_override):
+    return compose([*SMOKE, output_override])
+
+
+def artifacts(client, run_id, path=None):
+    return sorted(a.path for a in client.list_artifacts(run_id, path))
+
+
+def test_finished_run_logs_config_once_with_tags_and_artifacts(cfg, client):
+    overrides = ["optimizer.lr=0.01"]
+    cfg = compose([*SMOKE, *overrides, f"paths.output_dir={cfg.paths.output_dir}"])
+    with start_run(cfg, overrides, notebook="notebooks/train.ipynb") as run:
+        run.log_metrics({"val_acc": 0.5}, step=0)
+    recorded = client.get_run(run.run_id)
+    assert recorded.info.status == "FINISHED"
+    assert recorded.info.run_name == "lr=0.01"
+    assert recorded.data.params == config_params(cfg)
+    assert recorded.data.params["optimizer.lr"] == "0.01"
+    tags = recorded.data.tags
+    assert tags["mlflow.source.name"] == "notebooks/train.ipynb"
+    assert tags["sweepbook.version.torch"] == torch.__version__.split("+")[0]
+    assert tags["sweepbook.overrides"] == "optimizer.lr=0.01"
+    if (ROOT / ".git").exists():
+        assert len(tags["mlflow.source.git.commit"]) == 40
+        assert tags["sweepbook.git.dirty"] in ("true", "false")
+    assert artifacts(client, run.run_id) == ["config.yaml", "overrides.yaml"]
+    assert recorded.data.metrics == {"val_acc": 0.5}
+    config = yaml.safe_load(Path(mlflow.artifacts.download_artifacts(
+        run_id=run.run_id, artifact_path="config.yaml", tracking_uri=cfg.tracking.uri)).read_text())
+    assert config["optimizer"]["lr"] == 0.01 and config["expname"] == "debug"
+
+
+def test_experiment_is_created_once_with_artifacts_beside_the_store(cfg, client, store):
+    for _ in range(2):
+        with start_run(cfg):
+            pass
+    experiment = client.get_experiment_by_name(cfg.expname)
+    store_folder = Path(store[len("sqlite:///"):]).parent
+    assert experiment.artifact_location == (store_folder / "mlartifacts" / "debug").as_uri()
+    assert len(client.search_runs([experiment.experiment_id])) == 2
+
+
+def test_exception_ends_run_failed_keeps_metrics_and_reraises(cfg, client):
+    with pytest.raises(RuntimeError, match="boom"):
+        with start_run(cfg) as run:
+            for step in range(5):
+                run.log_metric("train_loss", 1.0, step)
+            raise RuntimeError("boom")
+    recorded = client.get_run(run.run_id)
+    assert recorded.info.status == "FAILED"
+    assert recorded.data.tags["sweepbook.error"] == "RuntimeError: boom"
+    assert len(client.get_metric_history(run.run_id, "train_loss")) == 5
+    assert mlflow.active_run() is None
+
+
+def test_keyboard_interrupt_ends_run_killed(cfg, client):
+    with pytest.raises(KeyboardInterrupt):
+        with start_run(cfg) as run:
+            run.log_metric("train_loss", 1.0, 0)
+            raise KeyboardInterrupt
+    assert client.get_run(run.run_id).info.status == "KILLED"
+    assert len(client.get_metric_history(run.run_id, "train_loss")) == 1
+
+
+def test_leaked_mlflow_run_id_is_never_resumed(cfg, client, monkeypatch):
+    with start_run(cfg) as first:
+        pass
+    before = client.get_run(first.run_id).info
+    monkeypatch.setenv("MLFLOW_RUN_ID", first.run_id)
+    with start_run(cfg) as second:
+        second.log_metric("val_acc", 1.0)
+    assert second.run_id != first.run_id
+    after = client.get_run(first.run_id)
+    assert (after.info.status, after.info.end_time) == ("FINISHED", before.end_time)
+    assert after.data.metrics == {}
+
+
+def test_parent_run_id_makes_a_child_run(cfg, client):
+    with start_run(cfg) as parent:
+        pass
+    with start_run(cfg, parent_run_id=parent.run_id) as child:
+        pass
+    assert client.get_run(child.run_id).data.tags["mlflow.parentRunId"] == parent.run_id
+
+
+def test_secrets_are_redacted_in_params_tags_and_logged_config(cfg, client):
+    overrides = ["+service.api_token=s3cr3t"]
+    cfg = compose([*SMOKE, *overrides, f"paths.output_dir={cfg.paths.output_dir}"])
+    with start_run(cfg, overrides, tags={"db_password": "pw"}) as run:
+        pass
+    recorded = client.get_run(run.run_id)
+    assert recorded.data.params["service.api_token"] == REDACTED
+    assert recorded.data.tags["db_password"] == REDACTED
+    logged = [
+        Path(mlflow.artifacts.download_artifacts(run_id=run.run_id, artifact_path=name,
+                                                 tracking_uri=cfg.tracking.uri)).read_text()
+        for name in ("config.yaml", "overrides.yaml")
+    ]
+    everything = " ".join([*logged, *recorded.data.params.values(), *recorded.data.tags.values(),
+                           recorded.info.run_name])
+    assert "s3cr3t" not in everything and "pw" not in recorded.data.tags.values()
+
+
+def test_files_in_the_output_folder_are_logged(cfg, client):
+    with start_run(cfg) as run:
+        assert run.output_dir == Path(cfg.paths.output_dir) / "debug" / run.run_id
+        (run.output_dir / "notes").mkdir()
+        (run.output_dir / "notes" / "todo.txt").write_text("more epochs")
+    assert artifacts(client, run.run_id, "notes") == ["notes/todo.txt"]
+    assert (run.output_dir / "config.yaml").is_file()
+
+
+def test_figures_and_model_round_trip(cfg, client):
+    import matplotlib.pyplot as plt
+
+    torch.manual_seed(0)
+    model = MLP(4, 3, hidden=5)
+    example = torch.rand(2, 4).numpy()
+    with start_run(cfg) as run:
+        figure, axes = plt.subplots()
+        axes.plot([1, 2, 3])
+        assert run.log_figure(figure, "line.png") == "figures/line.png"
+        run.log_model(model, input_example=example)
+    assert artifacts(client, run.run_id, "figures") == ["figures/line.png"]
+    loaded = mlflow.pytorch.load_model(f"runs:/{run.run_id}/model")
+    assert isinstance(loaded, MLP)
+    assert torch.equal(loaded(torch.from_numpy(example)), model(torch.from_numpy(example)))
+
+
+def test_system_metrics_are_sampled_for_short_runs(store, output_override, client):
+    import time
+
+    cfg = compose([*SMOKE, output_override, "tracking.system_metrics=true",
+                   "tracking.system_metrics_interval=0.2"])
+    with start_run(cfg) as run:
+        time.sleep(1.5)
+    metrics = client.get_run(run.run_id).data.metrics
+    assert any(key.startswith("system/cpu") for key in metrics), metrics
+
+
+def test_deleted_experiment_gives_a_clear_error(cfg, client):
+    with start_run(cfg):
+        pass
+    client.delete_experiment(client.get_experiment_by_name("debug").experiment_id)
+    with pytest.raises(ValueError, match="'debug'.*deleted.*mlflow experiments restore"):
+        with start_run(cfg):
+            pass
+
+
+def test_run_name_comes_from_runname_or_overrides():
+    assert run_name(compose(["runname=mine"]), ["runname=mine"]) == "mine"
+    assert run_name(compose(), []) == "cnn-digits"
+    overrides = ["model=mlp", "optimizer.lr=0.01", "tracking.uri=sqlite:///x.db"]
+    assert run_name(compose(overrides[:2]), overrides) == "model=mlp,lr=0.01"

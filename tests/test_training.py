@@ -1,0 +1,62 @@
+import torch
+
+from sweepbook.config import compose
+from sweepbook.data import load_dataset
+from sweepbook.models import build_model
+from sweepbook.training import build_optimizer, evaluate, fit, seed_everything, select_device
+
+
+def train(overrides):
+    cfg = compose(["training.progress=false", *overrides])
+    seed_everything(cfg.seed)
+    data = load_dataset(cfg.data, cfg.paths.data_dir, cfg.seed)
+    model = build_model(cfg.model, data.input_shape, len(data.classes))
+    logged = []
+    history = fit(model, data, cfg, log=lambda metrics, step: logged.append((step, metrics)))
+    return model, data, history, logged
+
+
+def test_fit_reports_step_and_epoch_metrics():
+    _, data, history, logged = train(["training.epochs=2", "data.limit=200"])
+    steps = [step for step, m in logged if "train_loss" in m]
+    epochs = [(step, sorted(m)) for step, m in logged if "val_acc" in m]
+    assert steps == list(range(8))  # 200 samples / 64 per batch = 4 steps per epoch
+    assert epochs == [(0, ["val_acc", "val_loss"]), (1, ["val_acc", "val_loss"])]
+    assert len(history.train_loss) == 8 and len(history.val_acc) == 2
+
+
+def test_default_config_learns_digits():
+    model, data, history, _ = train([])
+    assert evaluate(model, data.test).acc >= 0.95
+    assert history.val_loss[-1] < history.val_loss[0]
+
+
+def test_same_seed_same_model():
+    first, *_ = train(["model=mlp", "training.epochs=1"])
+    second, *_ = train(["model=mlp", "training.epochs=1"])
+    for a, b in zip(first.parameters(), second.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_evaluate_counts_correct_predictions():
+    class Constant(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bias = torch.nn.Parameter(torch.tensor([0.0, 5.0]))
+
+        def forward(self, x):
+            return self.bias.expand(len(x), 2)
+
+    from sweepbook.data import Split
+    split = Split(torch.zeros(4, 1, 2, 2), torch.tensor([1, 1, 0, 1]))
+    result = evaluate(Constant(), split)
+    assert result.acc == 0.75 and result.predictions.tolist() == [1, 1, 1, 1]
+
+
+def test_device_and_optimizer_follow_the_config():
+    assert select_device("cpu") == torch.device("cpu")
+    assert select_device("auto").type in ("cuda", "mps", "cpu")
+    cfg = compose(["optimizer=sgd", "optimizer.lr=0.3", "optimizer.momentum=0.5"])
+    optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg.optimizer)
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert optimizer.defaults["lr"] == 0.3 and optimizer.defaults["momentum"] == 0.5
