@@ -71,7 +71,7 @@ def test_presets_apply_their_groups():
     experiment = compose(["experiment=digits_mlp"])
     assert experiment.model.name.value == "mlp" and experiment.expname == "digits-mlp"
     debug = compose(["debug=default"])
-    assert debug.expname == "debug" and debug.training.epochs <= 2 and debug.data.limit
+    assert debug.expname == "debug" and debug.training.epochs <= 3 and debug.data.limit
 
 
 def test_command_line_overrides_beat_presets():

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from sweepbook.config import ConfigError, compose
+from sweepbook.config import ConfigError, compose, overrides_from_env
 
 EXIT_BAD_INPUT = 2
 
@@ -33,7 +33,7 @@ def cmd_run(args) -> int:
     if not Path(args.notebook).is_file():
         return _fail(f"notebook {args.notebook!r} not found")
     try:
-        cfg = compose(args.overrides)
+        cfg = compose(args.overrides + overrides_from_env())  # what the notebook will compose
     except ConfigError as error:
         return _fail(f"invalid overrides {args.overrides}:\n{error}")
     execution = run_notebook(Path(args.notebook), cfg, args.overrides, args.output,

@@ -28,12 +28,11 @@ def prepare_store(cfg) -> MlflowClient:
     return client
 
 
-def find_launched_run(client: MlflowClient, expname: str, launch_id: str) -> Optional[Run]:
-    experiment = client.get_experiment_by_name(expname)
-    if experiment is None:
-        return None
-    runs = client.search_runs([experiment.experiment_id],
-                              filter_string=f"tags.`{LAUNCH_TAG}` = '{launch_id}'", max_results=1)
+def find_launched_run(client: MlflowClient, launch_id: str) -> Optional[Run]:
+    """The run tagged with `launch_id`, in whichever experiment the notebook chose."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, filter_string=f"tags.`{LAUNCH_TAG}` = '{launch_id}'",
+                              max_results=1)
     return runs[0] if runs else None
 
 
@@ -58,4 +57,4 @@ def run_notebook(notebook: Path, cfg, overrides: List[str], output: Optional[Pat
         )
     except papermill.PapermillExecutionError as failure:
         error = failure
-    return Execution(output, find_launched_run(client, cfg.expname, launch_id), error)
+    return Execution(output, find_launched_run(client, launch_id), error)

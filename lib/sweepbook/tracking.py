@@ -209,7 +209,7 @@ class TrackedRun:
         self.write_output("overrides.yaml", yaml.safe_dump(redact_overrides(overrides)))
 
     def close(self) -> None:
-        self.metrics.flush()
+        self.metrics.close()
         self.log_new_outputs()
 
 

@@ -1,0 +1,79 @@
+"""Tracking overhead: the default training loop untracked vs tracked, side by side in one process.
+
+    .venv/bin/python bench/tracking_overhead.py [--repeats 7]
+
+Each repeat trains the default model (conf/train.yaml) three ways, interleaved so machine noise
+hits all alike: untracked, tracked with sweepbook's buffered logger (flush included), and
+tracked with one synchronous mlflow log call per metric (what tutorials do). Prints medians
+and ratios. Uses a temporary SQLite store, never the project's mlflow.db.
+"""
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+
+from sweepbook.config import compose
+from sweepbook.data import load_dataset
+from sweepbook.models import build_model
+from sweepbook.tracking import start_run
+from sweepbook.training import fit, seed_everything
+
+
+def train(cfg, data, log=None) -> float:
+    seed_everything(cfg.seed)
+    model = build_model(cfg.model, data.input_shape, len(data.classes))
+    started = time.perf_counter()
+    fit(model, data, cfg, log=log)
+    return time.perf_counter() - started
+
+
+def untracked(cfg, data) -> float:
+    return train(cfg, data)
+
+
+def buffered(cfg, data) -> float:
+    with start_run(cfg) as run:
+        seconds = train(cfg, data, log=run.log_metrics)
+        started = time.perf_counter()
+        run.metrics.flush()
+        return seconds + time.perf_counter() - started
+
+
+def synchronous(cfg, data) -> float:
+    with start_run(cfg):
+        return train(cfg, data, log=lambda metrics, step: mlflow.log_metrics(metrics, step=step))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--sync-repeats", type=int, default=3, help="the slow naive variant")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="sweepbook-bench-"))
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
+    cfg = compose(["training.progress=false", "expname=bench", f"paths.output_dir={folder}"])
+    data = load_dataset(cfg.data, cfg.paths.data_dir, cfg.seed)
+    untracked(cfg, data), buffered(cfg, data)  # warm-up: first-use costs of torch and the store
+    times = {"untracked": [], "buffered": [], "synchronous": []}
+    for repeat in range(args.repeats):
+        times["untracked"].append(untracked(cfg, data))
+        times["buffered"].append(buffered(cfg, data))
+        if repeat < args.sync_repeats:
+            times["synchronous"].append(synchronous(cfg, data))
+    base = statistics.median(times["untracked"])
+    steps = len(data.train) // cfg.training.batch_size + 1
+    print(f"default training: {cfg.model.name.value} on {cfg.data.name.value}, "
+          f"{cfg.training.epochs} epochs x {steps} steps; medians of {args.repeats} runs")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"  {name:<12} {median:6.3f} s   ratio to untracked {median / base:5.3f}")
+    print(f"tracked/untracked (buffered, the notebook's logger): "
+          f"{statistics.median(times['buffered']) / base:.3f}  (goal <= 1.05)")
+
+
+if __name__ == "__main__":
+    main()

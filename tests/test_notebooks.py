@@ -1,0 +1,96 @@
+"""The notebook under nbval, papermill and `sweepbook run`: real kernels, real stores."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow.pytorch
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import ROOT
+
+TRAIN = ROOT / "notebooks" / "train.ipynb"
+BIN = Path(sys.executable).parent
+
+
+def run(command, cwd, env):
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture
+def kernel_env(store, tmp_path):
+    """The tests' store for the kernel, and the smoke preset through $SWEEPBOOK_OVERRIDES."""
+    return {**os.environ, "MLFLOW_TRACKING_URI": store,
+            "SWEEPBOOK_OVERRIDES": f"debug=default paths.output_dir={tmp_path / 'outputs'}"}
+
+
+def only_run(client, expname):
+    experiment = client.get_experiment_by_name(expname)
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1, [r.info.run_name for r in runs]
+    return runs[0]
+
+
+def assert_complete_run(client, recorded):
+    run_id = recorded.info.run_id
+    assert recorded.info.status == "FINISHED"
+    assert recorded.data.metrics["test_acc"] > 0.5
+    steps = client.get_metric_history(run_id, "train_loss")
+    epochs = client.get_metric_history(run_id, "val_acc")
+    assert len(steps) > len(epochs) == int(recorded.data.params["training.epochs"])
+    figures = {a.path for a in client.list_artifacts(run_id, "figures")}
+    assert figures == {"figures/learning_curves.png", "figures/confusion_matrix.png",
+                       "figures/sample_predictions.png"}
+    model = mlflow.pytorch.load_model(f"runs:/{run_id}/model")
+    import torch
+    assert model(torch.rand(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_train_notebook_passes_nbval_and_records_a_run(kernel_env, client, tmp_path):
+    done = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+                "--nbval-current-env", str(TRAIN)], cwd=tmp_path, env=kernel_env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert_complete_run(client, only_run(client, "debug"))
+
+
+def test_papermill_from_another_folder_applies_overrides(kernel_env, client, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    overrides = '["model=mlp", "optimizer.lr=0.02", "+note=from papermill"]'
+    done = run([str(BIN / "papermill"), str(TRAIN), "out.ipynb", "-p", "overrides", overrides,
+                "--no-progress-bar"], cwd=elsewhere, env=kernel_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    recorded = only_run(client, "debug")
+    assert recorded.data.params["model.name"] == "mlp"
+    assert recorded.data.params["optimizer.lr"] == "0.02"
+    assert recorded.data.params["note"] == "from papermill"
+    assert recorded.info.run_name == "model=mlp,lr=0.02,note=from papermill,debug=default"
+    assert_complete_run(client, recorded)
+    assert (elsewhere / "out.ipynb").is_file()
+
+
+def test_sweepbook_run_prints_the_result(kernel_env, client, tmp_path):
+    done = run([str(BIN / "sweepbook"), "run", str(TRAIN), "model=mlp", "--quiet",
+                "--output", str(tmp_path / "executed.ipynb")], cwd=tmp_path, env=kernel_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    recorded = only_run(client, "debug")
+    assert f"run id: {recorded.info.run_id} (FINISHED)" in done.stdout
+    assert f"test accuracy: {recorded.data.metrics['test_acc']:.4f}" in done.stdout
+    assert "make ui" in done.stdout
+    executed = json.loads((tmp_path / "executed.ipynb").read_text())
+    assert executed["metadata"]["papermill"]["parameters"]["overrides"] == ["model=mlp"]
+
+
+def test_failing_notebook_run_is_recorded_failed(kernel_env, client, tmp_path):
+    env = {**kernel_env, "SWEEPBOOK_OVERRIDES": kernel_env["SWEEPBOOK_OVERRIDES"] +
+           " training.device=nodevice"}
+    done = run([str(BIN / "sweepbook"), "run", str(TRAIN), "--quiet",
+                "--output", str(tmp_path / "failed.ipynb")], cwd=tmp_path, env=env)
+    assert done.returncode == 1
+    assert "the notebook failed" in done.stderr and "nodevice" in done.stderr
+    recorded = only_run(client, "debug")
+    assert recorded.info.status == "FAILED"
+    assert "nodevice" in recorded.data.tags["sweepbook.error"]
+    assert "An Exception was encountered" in (tmp_path / "failed.ipynb").read_text()
