@@ -1,0 +1,73 @@
+"""A papermill engine that runs cells in an IPython shell inside the current process.
+
+Sweeps fork each job from a warm template process (see workers.py); a Jupyter kernel would
+pay its start-up and the heavy imports again for every job. Select it with
+`engine_name="sweepbook"` (or `papermill --engine sweepbook`); outputs, errors and papermill's
+metadata land in the executed notebook as with the kernel engine.
+"""
+import traceback
+
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+from nbformat.v4 import new_output
+from papermill.engines import Engine, papermill_engines
+
+ENGINE_NAME = "sweepbook"
+
+
+def _outputs(captured, error):
+    outputs = []
+    for name in ("stdout", "stderr"):
+        text = getattr(captured, name)
+        if text:
+            outputs.append(new_output("stream", name=name, text=text))
+    for display in captured.outputs:
+        outputs.append(new_output("display_data", data=display.data, metadata=display.metadata))
+    if error is not None:
+        outputs.append(new_output(
+            "error", ename=type(error).__name__, evalue=str(error),
+            traceback=traceback.format_exception(type(error), error, error.__traceback__),
+        ))
+    return outputs
+
+
+def run_cell(shell: InteractiveShell, cell) -> bool:
+    """Execute one code cell, store its outputs; True when it raised."""
+    with capture_output() as captured:
+        result = shell.run_cell(cell.source, store_history=True)
+    error = result.error_before_exec or result.error_in_exec
+    cell.outputs = _outputs(captured, error)
+    cell.execution_count = result.execution_count
+    return error is not None
+
+
+class NotebookShell(InteractiveShell):
+    """A shell without a terminal: inline figures need no GUI event loop."""
+
+    def enable_gui(self, gui=None):
+        pass
+
+    def _showtraceback(self, etype, evalue, stb):
+        pass  # errors become the cell's error output instead
+
+
+
+
+class InProcessEngine(Engine):
+    """Runs the notebook's code cells one by one; stops at the first error, like nbclient."""
+
+    @classmethod
+    def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
+        shell = NotebookShell.instance()
+        for index, cell in enumerate(nb_man.nb.cells):
+            nb_man.cell_start(cell, index)
+            failed = cell.cell_type == "code" and run_cell(shell, cell)
+            if failed:
+                nb_man.cell_exception(cell, index)
+            nb_man.cell_complete(cell, index)
+            if failed:
+                return
+
+
+def register() -> None:
+    papermill_engines.register(ENGINE_NAME, InProcessEngine)
