@@ -15,7 +15,7 @@ from hydra.errors import HydraException
 
 from sweepbook.config import ConfigError, compose, config_dir, overrides_from_env
 from sweepbook.params import config_params
-from sweepbook.tracking import run_name
+from sweepbook.tracking import artifact_root, run_name
 
 HASH_EXCLUDES = ("paths.", "tracking.", "runname")  # where a run lands, not what it computes
 
@@ -28,6 +28,8 @@ class Job:
     config_hash: str  # identifies the resolved config: equal hashes, equal runs
     expname: str
     tracking_uri: str
+    artifact_root: Optional[str]  # where the experiment's artifacts go (None: server decides)
+    output_dir: str  # paths.output_dir: executed notebooks go to <output_dir>/sweeps/<id>/
 
 
 class SweepDefinitionError(ValueError):
@@ -79,7 +81,7 @@ def config_hash(cfg) -> str:
 def _job(index: int, overrides: List[str]) -> Job:
     cfg = compose(overrides + overrides_from_env())  # what the notebook will compose
     return Job(index, overrides, run_name(cfg, overrides), config_hash(cfg), cfg.expname,
-               cfg.tracking.uri)
+               cfg.tracking.uri, artifact_root(cfg.tracking.uri, cfg), cfg.paths.output_dir)
 
 
 def _check_same(jobs: List[Job], attribute: str) -> None:

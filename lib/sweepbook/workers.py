@@ -1,0 +1,148 @@
+"""Job processes of a sweep, behind one interface for both engines.
+
+- `fork`: each job is forked from a warm template process (multiprocessing's fork server,
+  preloaded with sweepbook.warmup) and runs the notebook in-process (engine.py). One fresh
+  process per job keeps jobs isolated; start-up costs are paid once per sweep.
+- `kernel`: each job is a fresh process that runs papermill's standard engine, a Jupyter
+  kernel, exactly as `papermill` on the command line does.
+
+Each job process leads its own process group, so a timeout or Ctrl-C also stops its kernel.
+"""
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from typing import Dict, List, Optional, Tuple
+
+ENGINES = ("fork", "kernel")
+WARMUP_MODULE = "sweepbook.warmup"
+EXIT_OK, EXIT_NOTEBOOK_FAILED, EXIT_KERNEL_FAILED = 0, 1, 3
+
+
+@dataclass
+class JobSpec:
+    index: int
+    notebook: str  # the notebook to execute
+    output: str  # the executed copy
+    log: str  # the job process's own stdout and stderr
+    parameters: Dict  # papermill parameters
+    engine: str  # one of ENGINES
+    threads: int  # torch threads for this job (cores shared among workers)
+    env: Dict[str, str]  # the driver's environment at submission
+    kernel_start_retries: int = 1
+
+
+def _redirect_output(path: str) -> None:
+    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
+        stream.flush()
+        os.dup2(log, fd)
+    sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)
+
+
+def _execute(spec: JobSpec) -> None:
+    import papermill
+
+    from sweepbook.engine import ENGINE_NAME, register
+
+    register()
+    papermill.execute_notebook(
+        spec.notebook, spec.output, parameters=spec.parameters,
+        engine_name=ENGINE_NAME if spec.engine == "fork" else None,
+        kernel_name="python3", cwd=os.path.dirname(spec.notebook), progress_bar=False,
+    )
+
+
+def run_job(spec: JobSpec) -> None:
+    """The body of a job process; its exit code says how the notebook ended."""
+    os.setpgid(0, 0)
+    os.environ.clear()
+    os.environ.update(spec.env)
+    _redirect_output(spec.log)
+    import torch
+    from papermill.exceptions import PapermillExecutionError
+
+    torch.set_num_threads(spec.threads)
+    for attempt in range(spec.kernel_start_retries + 1):
+        try:
+            _execute(spec)
+            sys.exit(EXIT_OK)
+        except PapermillExecutionError as error:
+            print(f"notebook failed: {error.ename}: {error.evalue}", file=sys.stderr)
+            sys.exit(EXIT_NOTEBOOK_FAILED)
+        except (RuntimeError, TimeoutError) as error:  # the kernel did not start or died
+            print(f"kernel failure (attempt {attempt + 1}): {error!r}", file=sys.stderr)
+    sys.exit(EXIT_KERNEL_FAILED)
+
+
+def _context(engine: str):
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
+    if engine == "kernel":
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([WARMUP_MODULE])
+    return context
+
+
+@dataclass
+class Finished:
+    spec: JobSpec
+    exitcode: Optional[int]
+    seconds: float
+    timed_out: bool = False
+    killed: bool = False
+
+
+class JobProcesses:
+    """Runs job specs in at most `workers` processes at once, each within `timeout` seconds."""
+
+    def __init__(self, engine: str, workers: int, timeout: Optional[float] = None):
+        self.context = _context(engine)
+        self.workers = workers
+        self.timeout = timeout
+        self.running: Dict[int, Tuple[multiprocessing.Process, JobSpec, float]] = {}
+
+    def has_room(self) -> bool:
+        return len(self.running) < self.workers
+
+    def start(self, spec: JobSpec) -> None:
+        process = self.context.Process(target=run_job, args=(spec,), daemon=False,
+                                       name=f"sweepbook-job-{spec.index}")
+        process.start()
+        self.running[spec.index] = (process, spec, time.monotonic())
+
+    def _stop(self, process) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(process.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                process.kill()
+            process.join(2.0)
+            if process.exitcode is not None:
+                return
+
+    def _finish(self, index: int, **flags) -> Finished:
+        process, spec, started = self.running.pop(index)
+        if process.exitcode is None:
+            self._stop(process)
+        return Finished(spec, process.exitcode, time.monotonic() - started, **flags)
+
+    def poll(self, seconds: float = 0.2) -> List[Finished]:
+        """Jobs that ended (or ran out of time) within `seconds`."""
+        if not self.running:
+            return []
+        wait([process.sentinel for process, _, _ in self.running.values()], seconds)
+        now, finished = time.monotonic(), []
+        for index, (process, _, started) in list(self.running.items()):
+            if process.exitcode is not None:
+                finished.append(self._finish(index))
+            elif self.timeout is not None and now - started > self.timeout:
+                finished.append(self._finish(index, timed_out=True))
+        return finished
+
+    def kill_all(self) -> List[Finished]:
+        return [self._finish(index, killed=True) for index in list(self.running)]
