@@ -6,11 +6,12 @@ pay its start-up and the heavy imports again for every job. Select it with
 metadata land in the executed notebook as with the kernel engine.
 """
 import traceback
+from functools import lru_cache
 
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 from nbformat.v4 import new_output
-from papermill.engines import Engine, papermill_engines
+from traitlets.config import Config
 
 ENGINE_NAME = "sweepbook"
 
@@ -42,7 +43,14 @@ def run_cell(shell: InteractiveShell, cell) -> bool:
 
 
 class NotebookShell(InteractiveShell):
-    """A shell without a terminal: inline figures need no GUI event loop."""
+    """A shell without a terminal: inline figures need no GUI event loop, and no history file
+    (forked jobs would share one SQLite connection to it)."""
+
+    @classmethod
+    def create(cls) -> "NotebookShell":
+        config = Config()
+        config.HistoryManager.enabled = False
+        return cls.instance(config=config)
 
     def enable_gui(self, gui=None):
         pass
@@ -53,21 +61,40 @@ class NotebookShell(InteractiveShell):
 
 
 
-class InProcessEngine(Engine):
-    """Runs the notebook's code cells one by one; stops at the first error, like nbclient."""
+def execute_managed_notebook(nb_man) -> None:
+    """Run the notebook's code cells one by one; stop at the first error, like nbclient."""
+    shell = NotebookShell.create()
+    for index, cell in enumerate(nb_man.nb.cells):
+        nb_man.cell_start(cell, index)
+        failed = cell.cell_type == "code" and run_cell(shell, cell)
+        if failed:
+            nb_man.cell_exception(cell, index)
+        nb_man.cell_complete(cell, index)
+        if failed:
+            return
 
-    @classmethod
-    def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
-        shell = NotebookShell.instance()
-        for index, cell in enumerate(nb_man.nb.cells):
-            nb_man.cell_start(cell, index)
-            failed = cell.cell_type == "code" and run_cell(shell, cell)
-            if failed:
-                nb_man.cell_exception(cell, index)
-            nb_man.cell_complete(cell, index)
-            if failed:
-                return
+
+@lru_cache(maxsize=None)
+def engine_class():
+    """The papermill Engine, made on first use: importing papermill loads its entry points,
+    this module among them, so this module must not import papermill while it loads."""
+    from papermill.engines import Engine
+
+    class InProcessEngine(Engine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
+            execute_managed_notebook(nb_man)
+
+    return InProcessEngine
+
+
+def __getattr__(name):  # the entry point `sweepbook.engine:InProcessEngine`
+    if name == "InProcessEngine":
+        return engine_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register() -> None:
-    papermill_engines.register(ENGINE_NAME, InProcessEngine)
+    from papermill.engines import papermill_engines
+
+    papermill_engines.register(ENGINE_NAME, engine_class())

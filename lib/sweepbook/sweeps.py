@@ -172,6 +172,7 @@ class _Sweep:
         self.engine = engine
         self.workers = workers
         self.metric = metric
+        self.threads = max(1, (os.cpu_count() or 1) // workers)  # cores shared by the workers
         self.launches: Dict[int, str] = {}
 
     def spec(self, job: Job) -> JobSpec:
@@ -184,7 +185,7 @@ class _Sweep:
             log=f"{stem}.log", engine=self.engine,
             parameters={"overrides": job.overrides, "parent_run_id": self.parent_run_id,
                         "tags": tags},
-            threads=max(1, (os.cpu_count() or 1) // self.workers), env=dict(os.environ))
+            threads=self.threads, env={**os.environ, "OMP_NUM_THREADS": str(self.threads)})
 
     def _placeholder_run(self, job: Job, finished: Finished):
         """A child run for a job that failed before its notebook opened one."""

@@ -28,7 +28,7 @@ def warm_up() -> None:
     plots.plt.close(figure)
     if os.environ.get("MLFLOW_TRACKING_URI"):
         MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).search_experiments(max_results=1)
-    engine.NotebookShell.instance()
+    engine.NotebookShell.create()
 
 
 warm_up()

@@ -1,0 +1,74 @@
+import pytest
+
+from sweepbook.jobs import (SweepDefinitionError, config_hash, expand, merge_overrides, plan,
+                            read_sweep_file, short_name, sweep_id)
+from sweepbook.config import compose
+
+
+def test_grid_is_the_full_product_in_hydra_order():
+    assert expand(["model=cnn,mlp", "optimizer.lr=1e-3,1e-2", "+note=x"]) == [
+        ["model=cnn", "optimizer.lr=0.001", "+note=x"],
+        ["model=cnn", "optimizer.lr=0.01", "+note=x"],
+        ["model=mlp", "optimizer.lr=0.001", "+note=x"],
+        ["model=mlp", "optimizer.lr=0.01", "+note=x"],
+    ]
+
+
+def test_hydra_sweep_functions_and_quoting():
+    assert expand(["seed=range(0,3)"]) == [["seed=0"], ["seed=1"], ["seed=2"]]
+    assert expand(["optimizer=choice(adam,sgd)"]) == [["optimizer=adam"], ["optimizer=sgd"]]
+    assert expand(["model=glob(*)"]) == [["model=cnn"], ["model=mlp"], ["model=resnet18"]]
+    assert expand(["model=glob(*,exclude=resnet*)"]) == [["model=cnn"], ["model=mlp"]]
+    assert expand(['runname="a,b"']) == [['runname="a,b"']]
+
+
+def test_parse_errors_show_hydras_caret():
+    with pytest.raises(SweepDefinitionError, match=r"(?s)model=cnn,mlp;.*\^"):
+        expand(["model=cnn,mlp;"])
+
+
+def test_every_invalid_job_is_reported_before_anything_runs():
+    with pytest.raises(SweepDefinitionError) as error:
+        plan(["model=cnn,nope", "training.epochs=2,abc"])
+    message = str(error.value)
+    assert message.startswith("3 of 4 jobs are invalid; nothing was run")
+    assert "job 1 (model=cnn training.epochs=abc)" in message and "Integer" in message
+    assert "job 2 (model=nope training.epochs=2)" in message and "resnet18" in message
+    with pytest.raises(SweepDefinitionError, match="trainig"):
+        plan(["trainig.epochs=1,2"])
+
+
+def test_one_sweep_one_experiment():
+    with pytest.raises(SweepDefinitionError, match="one expname"):
+        plan(["expname=a,b"])
+
+
+def test_sweep_file_by_name_or_path_and_command_line_wins(tmp_path):
+    assert read_sweep_file("lr_grid") == ["model=cnn,mlp", "optimizer.lr=1e-3,3e-3,1e-2"]
+    custom = tmp_path / "mine.yaml"
+    custom.write_text("params:\n  seed: 1,2\n  model: mlp\n")
+    assert [job.overrides for job in plan(["model=cnn"], sweep_file=str(custom))] == [
+        ["seed=1", "model=cnn"], ["seed=2", "model=cnn"]]
+    with pytest.raises(SweepDefinitionError, match=r"not found; give a path or one of \['lr_grid'"):
+        read_sweep_file("nope")
+
+
+def test_merge_replaces_same_keys_only():
+    assert merge_overrides(["a=1,2", "b=3"], ["b=4", "c=5"]) == ["a=1,2", "b=4", "c=5"]
+
+
+def test_config_hash_follows_what_is_computed_not_where_it_lands():
+    base = config_hash(compose())
+    assert config_hash(compose(["paths.output_dir=/elsewhere", "runname=x"])) == base
+    assert config_hash(compose(["optimizer.lr=0.1"])) != base
+
+
+def test_same_sweep_same_id_whatever_the_order():
+    jobs = plan(["model=cnn,mlp"])
+    assert sweep_id("a/train.ipynb", jobs) == sweep_id("b/train.ipynb", jobs[::-1])
+    assert sweep_id("train.ipynb", jobs) != sweep_id("train.ipynb", plan(["model=mlp,resnet18"]))
+
+
+def test_jobs_are_named_and_file_safe():
+    job = plan(['+note="a/b c"'])[0]
+    assert job.name == 'note="a/b c"' and short_name(job) == "note=_a_b_c_"

@@ -1,0 +1,158 @@
+"""Real sweeps of notebooks/train.ipynb on temporary stores: fork and kernel engines."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sweepbook.jobs import SweepDefinitionError
+from sweepbook.sweeps import run_sweep
+
+from conftest import ROOT
+from test_data import write_idx
+
+TRAIN = str(ROOT / "notebooks" / "train.ipynb")
+SWEEPBOOK = str(Path(sys.executable).parent / "sweepbook")
+
+
+@pytest.fixture
+def smoke(tmp_path, monkeypatch, store):
+    """Smoke-sized jobs on the test's store; local files under tmp_path."""
+    monkeypatch.setenv("SWEEPBOOK_OVERRIDES",
+                       f"debug=default paths.output_dir={tmp_path / 'outputs'}")
+    return store
+
+
+def runs_of(client, result):
+    parent = client.get_run(result.parent_run_id)
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'")
+    return parent, sorted(children, key=lambda r: int(r.data.tags["sweepbook.job_index"]))
+
+
+def test_parallel_sweep_records_parent_children_and_notebooks(smoke, client):
+    result = run_sweep(TRAIN, ["model=cnn,mlp", "optimizer.lr=1e-3,1e-2"], workers=2,
+                       quiet=True)
+    assert result.ok and [r.status for r in result.results] == ["FINISHED"] * 4
+    parent, children = runs_of(client, result)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["sweepbook.sweep_id"] == result.sweep_id
+    assert parent.data.params["sweep.jobs"] == "4"
+    assert parent.data.metrics["jobs_finished"] == 4 and parent.data.metrics["jobs_failed"] == 0
+    assert [c.data.params["model.name"] for c in children] == ["cnn", "cnn", "mlp", "mlp"]
+    assert [c.data.params["optimizer.lr"] for c in children] == ["0.001", "0.01"] * 2
+    assert len({c.data.tags["sweepbook.config_hash"] for c in children}) == 4
+    for child, row in zip(children, result.results):
+        assert child.info.status == "FINISHED" and child.data.tags["sweepbook.sweep_id"]
+        assert row.metric == child.data.metrics["test_acc"]
+        notebook = Path(row.notebook)
+        assert notebook.parent.name == result.sweep_id and notebook.is_file()
+        assert [a.path for a in client.list_artifacts(child.info.run_id)
+                if a.path.endswith(".ipynb")] == [notebook.name]
+    table = result.table()
+    assert list(table.columns[:3]) == ["name", "status", "test_acc"]
+    assert len(table) == 4
+
+
+def test_kernel_engine_gives_the_same_results(smoke, client):
+    overrides = ["model=mlp", "optimizer.lr=1e-2,3e-2"]
+    forked = run_sweep(TRAIN, overrides, workers=2, quiet=True)
+    client.delete_run(forked.parent_run_id)  # else the second sweep would resume the first
+    kernel = run_sweep(TRAIN, overrides, workers=2, engine="kernel", quiet=True)
+    assert kernel.ok and kernel.parent_run_id != forked.parent_run_id
+    assert [r.metric for r in kernel.results] == [r.metric for r in forked.results]
+
+
+def test_failed_job_is_isolated_recorded_and_resumed(smoke, client, tmp_path):
+    data_dir = tmp_path / "datasets"
+    overrides = ["data=digits,mnist", f"paths.data_dir={data_dir}"]
+    first = run_sweep(TRAIN, overrides, workers=2, quiet=True)
+    assert [r.status for r in first.results] == ["FINISHED", "FAILED"]
+    assert not first.ok
+    failed = client.get_run(first.results[1].run_id)
+    assert failed.info.status == "FAILED"
+    assert "DatasetNotFound" in failed.data.tags["sweepbook.error"]
+    assert "MNIST/raw" in failed.data.tags["sweepbook.error"]
+    assert any(a.path.endswith(".ipynb") for a in client.list_artifacts(failed.info.run_id))
+    assert client.get_run(first.parent_run_id).info.status == "FAILED"
+
+    write_idx(data_dir / "MNIST" / "raw")
+    second = run_sweep(TRAIN, overrides, workers=2, quiet=True)
+    assert second.sweep_id == first.sweep_id and second.parent_run_id == first.parent_run_id
+    assert [r.status for r in second.results] == ["SKIPPED", "FINISHED"]
+    assert second.results[0].run_id == first.results[0].run_id
+    parent, children = runs_of(client, second)
+    assert parent.info.status == "FINISHED"
+    assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED", "FINISHED"]
+
+
+def test_resume_by_id_marks_stale_running_children_killed(smoke, client):
+    first = run_sweep(TRAIN, ["model=mlp", "seed=1,2"], workers=2, quiet=True)
+    parent = client.get_run(first.parent_run_id)
+    stale = client.create_run(parent.info.experiment_id, tags={
+        "mlflow.parentRunId": first.parent_run_id, "sweepbook.config_hash": "gone"})
+    resumed = run_sweep(None, resume=first.sweep_id, quiet=True)
+    assert [r.status for r in resumed.results] == ["SKIPPED", "SKIPPED"]
+    assert client.get_run(stale.info.run_id).info.status == "KILLED"
+
+
+def test_timeout_stops_a_job_and_fails_its_run(smoke, client):
+    result = run_sweep(TRAIN, ["model=mlp"], workers=1, timeout=0.5, quiet=True)
+    [job] = result.results
+    assert job.status == "FAILED" and job.error == "timed out after 1 s"
+    assert client.get_run(job.run_id).info.status == "FAILED"
+
+
+def test_validation_error_exits_2_and_writes_nothing(tmp_path):
+    db = tmp_path / "store" / "mlflow.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
+    done = subprocess.run([SWEEPBOOK, "sweep", TRAIN, "model=cnn,nope", "--quiet"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2
+    assert "1 of 2 jobs are invalid; nothing was run" in done.stderr and "resnet18" in done.stderr
+    assert not db.parent.exists()
+
+
+def test_parallel_workers_start_on_a_fresh_store(tmp_path, monkeypatch):
+    db = tmp_path / "fresh" / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    monkeypatch.setenv("SWEEPBOOK_OVERRIDES", f"debug=default paths.output_dir={tmp_path}")
+    result = run_sweep(TRAIN, ["model=mlp", "seed=1,2,3"], workers=3, quiet=True)
+    assert [r.status for r in result.results] == ["FINISHED"] * 3
+    client = MlflowClient(f"sqlite:///{db}")
+    assert len(runs_of(client, result)[1]) == 3
+
+
+def test_ctrl_c_kills_runs_and_the_sweep_resumes(smoke, client, tmp_path):
+    env = {**os.environ}
+    command = [SWEEPBOOK, "sweep", TRAIN, "model=cnn", "training.epochs=200", "seed=1,2",
+               "--workers", "2", "--quiet"]
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not _running_children(client):
+        time.sleep(0.5)
+    assert _running_children(client), "no job started"
+    driver.send_signal(signal.SIGINT)
+    out, err = driver.communicate(timeout=60)
+    assert driver.returncode == 130, err
+    assert "resume it with: sweepbook sweep --resume" in out
+    statuses = {r.info.status for r in client.search_runs(
+        [e.experiment_id for e in client.search_experiments()])}
+    assert "RUNNING" not in statuses and "KILLED" in statuses
+
+
+def _running_children(client):
+    return [r for r in client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                          filter_string="attributes.status = 'RUNNING'")
+            if "mlflow.parentRunId" in r.data.tags]
+
+
+def test_missing_notebook_is_a_definition_error(smoke):
+    with pytest.raises(SweepDefinitionError, match="not found"):
+        run_sweep("nope.ipynb", ["model=mlp"], quiet=True)
