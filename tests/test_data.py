@@ -34,6 +34,17 @@ def test_digits_split_is_deterministic_disjoint_and_complete():
     assert not torch.equal(first.test.y, other.test.y)
 
 
+def test_digits_match_scikit_learn():
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    dataset = load_digits(0.1, 0.1, seed=0)
+    together = torch.cat([dataset.train.x, dataset.val.x, dataset.test.x]).flatten(1) * 16
+    labels = torch.cat([dataset.train.y, dataset.val.y, dataset.test.y])
+    expected = sorted(zip(map(tuple, bunch.data.tolist()), bunch.target.tolist()))
+    assert sorted(zip(map(tuple, together.tolist()), labels.tolist())) == expected
+
+
 def test_limit_caps_the_training_split_only():
     cfg = compose(["data.limit=100"])
     dataset = load_dataset(cfg.data, cfg.paths.data_dir, cfg.seed)

@@ -136,8 +136,10 @@ def test_figures_and_model_round_trip(cfg, client):
     with start_run(cfg) as run:
         figure, axes = plt.subplots()
         axes.plot([1, 2, 3])
-        assert run.log_figure(figure, "line.png") == "figures/line.png"
+        saved = run.log_figure(figure, "line.png")
         run.log_model(model, input_example=example)
+    assert saved == run.output_dir / "figures" / "line.png"
+    assert saved.read_bytes().startswith(b"\x89PNG") and not plt.fignum_exists(figure.number)
     assert artifacts(client, run.run_id, "figures") == ["figures/line.png"]
     loaded = mlflow.pytorch.load_model(f"runs:/{run.run_id}/model")
     assert isinstance(loaded, MLP)

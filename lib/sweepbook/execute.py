@@ -4,7 +4,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
-import papermill
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
@@ -47,6 +46,8 @@ def run_notebook(notebook: Path, cfg, overrides: List[str], output: Optional[Pat
     launch_id = uuid.uuid4().hex
     output = Path(output or default_output(cfg, notebook, launch_id)).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
+    import papermill  # here, not at the top: sweep drivers use this module but not papermill
+
     client = prepare_store(cfg)
     error = None
     try:

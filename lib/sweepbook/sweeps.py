@@ -24,7 +24,7 @@ from sweepbook import jobs as sweep_jobs
 from sweepbook.execute import LAUNCH_TAG, find_launched_run
 from sweepbook.jobs import Job, SweepDefinitionError
 from sweepbook.tracking import ensure_experiment
-from sweepbook.workers import EXIT_OK, Finished, JobProcesses, JobSpec
+from sweepbook.workers import EXIT_OK, Finished, JobProcesses, JobSpec, StoreHandoff
 
 SWEEP_TAG = "sweepbook.sweep_id"
 ROLE_TAG = "sweepbook.role"
@@ -220,10 +220,10 @@ def _progress(total: int, done: int, quiet: bool, sweep_id: str):
     return tqdm(total=total, initial=done, desc=f"sweep {sweep_id}", unit="job", disable=quiet)
 
 
-def _execute(sweep: _Sweep, jobs: List[Job], result: SweepResult, timeout, quiet) -> None:
+def _execute(sweep: _Sweep, pool: JobProcesses, jobs: List[Job], result: SweepResult,
+             quiet: bool) -> None:
     by_index = {job.index: job for job in jobs}
     queue = [job for job in jobs if job.index not in {r.index for r in result.results}]
-    pool = JobProcesses(sweep.engine, sweep.workers, timeout)
     bar = _progress(len(jobs), len(result.results), quiet, sweep.sweep_id)
 
     def show_counts():
@@ -265,11 +265,10 @@ def _resume_definition(sweep_id: str) -> Dict:
     return yaml.safe_load(Path(path).read_text())
 
 
-def run_sweep(notebook: str, overrides: Sequence[str] = (), *, sweep_file: Optional[str] = None,
-              workers: Optional[int] = None, engine: str = "fork",
-              timeout: Optional[float] = None, resume: Optional[str] = None,
-              metric: str = "test_acc", quiet: bool = False) -> SweepResult:
-    """Run every combination of `overrides` as a child run; see the module docstring."""
+def _plan(notebook, overrides, sweep_file, resume):
+    """The notebook, the sweep overrides and the validated jobs (from the store on resume)."""
+    if not (notebook or resume):
+        raise SweepDefinitionError("give a notebook to sweep, or resume=SWEEP_ID")
     if resume:
         definition = _resume_definition(resume)
         notebook, overrides = definition["notebook"], definition["overrides"]
@@ -279,30 +278,47 @@ def run_sweep(notebook: str, overrides: Sequence[str] = (), *, sweep_file: Optio
     notebook = str(Path(notebook).resolve())
     if not Path(notebook).is_file():
         raise SweepDefinitionError(f"notebook {notebook!r} not found")
-    workers = workers or default_workers()
-    sweep_id = sweep_jobs.sweep_id(notebook, jobs)
-    os.environ.setdefault(POOL_ENV, "NullPool")  # forked jobs must not share SQLite connections
-    os.environ["MLFLOW_TRACKING_URI"] = jobs[0].tracking_uri
-    client = MlflowClient(jobs[0].tracking_uri)
-    experiment_id = ensure_experiment(client, jobs[0].expname, jobs[0].artifact_root)
+    return notebook, list(overrides), jobs
+
+
+def _open_parent(client, experiment_id: str, sweep_id: str, notebook: str, definition: Dict):
+    """The sweep's parent run, new or reopened, and the children it already has."""
     parent = _find_parent(client, sweep_id)
     if parent is None:
-        parent_run_id = _create_parent(client, experiment_id, sweep_id, notebook,
-                                       _definition(notebook, overrides, jobs))
-        children = []
-    else:
-        parent_run_id = parent.info.run_id
-        children = _children(client, experiment_id, parent_run_id)
-        _kill_stale_children(client, children)
-        client.update_run(parent_run_id, status="RUNNING")
-    result = SweepResult(sweep_id, parent_run_id, metric,
-                         list(_skipped_results(jobs, children, metric).values()))
-    output_dir = Path(jobs[0].output_dir) / "sweeps" / sweep_id
-    output_dir.mkdir(parents=True, exist_ok=True)
-    sweep = _Sweep(client, experiment_id, parent_run_id, sweep_id, Path(notebook), output_dir,
-                   engine, workers, metric)
-    try:
-        _execute(sweep, jobs, result, timeout, quiet)
-    finally:
-        _close_parent(client, parent_run_id, result)
+        return _create_parent(client, experiment_id, sweep_id, notebook, definition), []
+    parent_run_id = parent.info.run_id
+    children = _children(client, experiment_id, parent_run_id)
+    _kill_stale_children(client, children)
+    client.update_run(parent_run_id, status="RUNNING")
+    return parent_run_id, children
+
+
+def run_sweep(notebook: str, overrides: Sequence[str] = (), *, sweep_file: Optional[str] = None,
+              workers: Optional[int] = None, engine: str = "fork",
+              timeout: Optional[float] = None, resume: Optional[str] = None,
+              metric: str = "test_acc", quiet: bool = False) -> SweepResult:
+    """Run every combination of `overrides` as a child run; see the module docstring."""
+    workers = workers or default_workers()
+    pool = JobProcesses(engine, workers, timeout)
+    os.environ.setdefault(POOL_ENV, "NullPool")  # forked jobs must not share SQLite connections
+    with StoreHandoff() as handoff:
+        pool.warm_up()  # the template imports while this process validates
+        notebook, overrides, jobs = _plan(notebook, overrides, sweep_file, resume)
+        uri = os.environ["MLFLOW_TRACKING_URI"] = jobs[0].tracking_uri
+        client = MlflowClient(uri)
+        experiment_id = ensure_experiment(client, jobs[0].expname, jobs[0].artifact_root)
+        sweep_id = sweep_jobs.sweep_id(notebook, jobs)
+        parent_run_id, children = _open_parent(client, experiment_id, sweep_id, notebook,
+                                               _definition(notebook, overrides, jobs))
+        handoff.release(uri)
+        result = SweepResult(sweep_id, parent_run_id, metric,
+                             list(_skipped_results(jobs, children, metric).values()))
+        output_dir = Path(jobs[0].output_dir) / "sweeps" / sweep_id
+        output_dir.mkdir(parents=True, exist_ok=True)
+        sweep = _Sweep(client, experiment_id, parent_run_id, sweep_id, Path(notebook),
+                       output_dir, engine, workers, metric)
+        try:
+            _execute(sweep, pool, jobs, result, quiet)
+        finally:
+            _close_parent(client, parent_run_id, result)
     return result

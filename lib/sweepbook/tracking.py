@@ -157,10 +157,19 @@ class TrackedRun:
     def log_metrics(self, metrics: Dict[str, float], step: int = 0) -> None:
         self.metrics.log_dict(metrics, step)
 
-    def log_figure(self, figure, name: str) -> str:
-        """Log a matplotlib figure as figures/<name>; returns the artifact path."""
-        path = f"figures/{name}"
-        self.client.log_figure(self.run_id, figure, path)
+    def log_figure(self, figure, name: str) -> Path:
+        """Save a matplotlib figure as <output_dir>/figures/<name>, log it, close it.
+
+        Rendered once: display the returned PNG (IPython.display.Image) instead of letting
+        the inline backend render the figure a second time.
+        """
+        import matplotlib.pyplot as plt
+
+        path = self.output_dir / "figures" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path)
+        plt.close(figure)
+        self._log_output(path)
         return path
 
     def log_model(self, model, input_example, name: str = "model"):

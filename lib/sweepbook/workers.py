@@ -8,17 +8,22 @@
 
 Each job process leads its own process group, so a timeout or Ctrl-C also stops its kernel.
 """
+import fcntl
+import hashlib
 import multiprocessing
 import os
 import signal
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Dict, List, Optional, Tuple
 
 ENGINES = ("fork", "kernel")
 WARMUP_MODULE = "sweepbook.warmup"
+STORE_LOCK_ENV = "SWEEPBOOK_STORE_LOCK"  # the template waits on it before its first store query
 EXIT_OK, EXIT_NOTEBOOK_FAILED, EXIT_KERNEL_FAILED = 0, 1, 3
 
 
@@ -88,6 +93,46 @@ def _context(engine: str):
     return context
 
 
+class StoreHandoff:
+    """Lets the fork server warm up while the driver validates and creates the store.
+
+    The template imports for seconds, then queries the store once; it must not open a fresh
+    SQLite store while the driver is creating it. The driver holds an exclusive lock on a
+    temporary file from before the template starts until the store exists, then writes the
+    tracking URI into the file and lets go; the template reads it under a shared lock.
+    """
+
+    def __init__(self):
+        fd, self.path = tempfile.mkstemp(prefix="sweepbook-store-", suffix=".lock")
+        self.file = os.fdopen(fd, "w")
+        fcntl.flock(self.file, fcntl.LOCK_EX)
+        os.environ[STORE_LOCK_ENV] = self.path
+
+    def release(self, tracking_uri: str = "") -> None:
+        """The store is ready at `tracking_uri` ("" when the sweep will not run)."""
+        if not self.file.closed:
+            self.file.write(tracking_uri)
+            self.file.flush()
+            self.file.close()  # closing drops the lock
+
+    def __enter__(self) -> "StoreHandoff":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+        os.environ.pop(STORE_LOCK_ENV, None)
+        os.unlink(self.path)
+
+
+def handed_over_store(opened_lock) -> str:
+    """The template's side: wait for the driver, then read the tracking URI it wrote."""
+    fcntl.flock(opened_lock, fcntl.LOCK_SH)
+    try:
+        return opened_lock.read().strip()
+    finally:
+        fcntl.flock(opened_lock, fcntl.LOCK_UN)
+
+
 @dataclass
 class Finished:
     spec: JobSpec
@@ -105,6 +150,13 @@ class JobProcesses:
         self.workers = workers
         self.timeout = timeout
         self.running: Dict[int, Tuple[multiprocessing.Process, JobSpec, float]] = {}
+
+    def warm_up(self) -> None:
+        """Start the fork engine's template process now; it warms up while the driver works."""
+        if self.context.get_start_method() == "forkserver":
+            from multiprocessing import forkserver
+
+            forkserver.ensure_running()
 
     def has_room(self) -> bool:
         return len(self.running) < self.workers
