@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -qq -e '.[dev]'
 	@touch $(STAMP)
 
-demo: $(STAMP)  ## train once on the embedded SQLite store and print the result
-	$(BIN)/sweepbook run notebooks/train.ipynb
+demo: $(STAMP)  ## a small sweep on the embedded SQLite store, then its summary
+	$(BIN)/sweepbook sweep notebooks/train.ipynb model=cnn,mlp optimizer.lr=1e-3,1e-2 --workers 2
 
 test: $(STAMP)  ## the whole test suite
 	$(BIN)/python -m pytest
@@ -28,3 +28,4 @@ ui: $(STAMP)  ## MLflow UI on the local store, bound to 127.0.0.1
 
 bench: $(STAMP)  ## benchmarks (bench/), ratios measured side by side
 	$(BIN)/python bench/tracking_overhead.py
+	$(BIN)/python bench/sweep_speed.py
