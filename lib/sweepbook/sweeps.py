@@ -301,9 +301,9 @@ def run_sweep(notebook: str, overrides: Sequence[str] = (), *, sweep_file: Optio
     workers = workers or default_workers()
     pool = JobProcesses(engine, workers, timeout)
     os.environ.setdefault(POOL_ENV, "NullPool")  # forked jobs must not share SQLite connections
+    notebook, overrides, jobs = _plan(notebook, overrides, sweep_file, resume)
     with StoreHandoff() as handoff:
-        pool.warm_up()  # the template imports while this process validates
-        notebook, overrides, jobs = _plan(notebook, overrides, sweep_file, resume)
+        pool.warm_up()  # the template imports while this process creates the store
         uri = os.environ["MLFLOW_TRACKING_URI"] = jobs[0].tracking_uri
         client = MlflowClient(uri)
         experiment_id = ensure_experiment(client, jobs[0].expname, jobs[0].artifact_root)
