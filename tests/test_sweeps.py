@@ -153,6 +153,28 @@ def _running_children(client):
             if "mlflow.parentRunId" in r.data.tags]
 
 
+def test_sweep_from_a_notebook_cell(smoke, client, tmp_path):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    cell = ("from sweepbook.sweeps import run_sweep\n"
+            f"result = run_sweep({TRAIN!r}, ['model=mlp', 'seed=1,2'], workers=2, quiet=True)\n"
+            "assert result.ok, result.table()\n"
+            "print(result.parent_run_id)")
+    nbformat.write(new_notebook(cells=[new_code_cell(cell)], metadata={"kernelspec": {
+        "name": "python3", "language": "python", "display_name": "Python 3"}}),
+        tmp_path / "sweep.ipynb")
+    done = subprocess.run([str(Path(sys.executable).parent / "papermill"), "sweep.ipynb",
+                           "out.ipynb", "--no-progress-bar"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [parent] = [r for r in client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string="tags.`sweepbook.role` = 'parent'")]
+    assert parent.info.run_id in (tmp_path / "out.ipynb").read_text()
+    assert parent.data.metrics["jobs_finished"] == 2
+
+
 def test_missing_notebook_is_a_definition_error(smoke):
     with pytest.raises(SweepDefinitionError, match="not found"):
         run_sweep("nope.ipynb", ["model=mlp"], quiet=True)

@@ -114,13 +114,13 @@ def _kill_stale_children(client, children) -> None:
             client.set_terminated(child.info.run_id, "KILLED")
 
 
-def _skipped_results(jobs: List[Job], children, metric: str) -> Dict[int, JobResult]:
+def _skipped_results(jobs: List[Job], children, metric: str) -> List[JobResult]:
     """Jobs whose config already has a FINISHED child run."""
     finished = {c.data.tags.get(HASH_TAG): c for c in children if c.info.status == "FINISHED"}
-    return {job.index: JobResult(job.index, job.name, "SKIPPED",
-                                 finished[job.config_hash].data.metrics.get(metric), None,
-                                 None, finished[job.config_hash].info.run_id)
-            for job in jobs if job.config_hash in finished}
+    return [JobResult(job.index, job.name, "SKIPPED",
+                      finished[job.config_hash].data.metrics.get(metric), None, None,
+                      finished[job.config_hash].info.run_id)
+            for job in jobs if job.config_hash in finished]
 
 
 def _close_parent(client, parent_run_id: str, result: SweepResult) -> None:
@@ -312,7 +312,7 @@ def run_sweep(notebook: str, overrides: Sequence[str] = (), *, sweep_file: Optio
                                                _definition(notebook, overrides, jobs))
         handoff.release(uri)
         result = SweepResult(sweep_id, parent_run_id, metric,
-                             list(_skipped_results(jobs, children, metric).values()))
+                             _skipped_results(jobs, children, metric))
         output_dir = Path(jobs[0].output_dir) / "sweeps" / sweep_id
         output_dir.mkdir(parents=True, exist_ok=True)
         sweep = _Sweep(client, experiment_id, parent_run_id, sweep_id, Path(notebook),

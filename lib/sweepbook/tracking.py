@@ -126,7 +126,7 @@ def model_requirements() -> List[str]:
 
 
 @contextmanager
-def _quiet(logger_name: str) -> Iterator[None]:
+def quiet_logger(logger_name: str) -> Iterator[None]:
     logger = logging.getLogger(logger_name)
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -183,7 +183,7 @@ class TrackedRun:
         example = np.asarray(input_example, dtype=np.float32)
         with torch.no_grad():
             output = model(torch.from_numpy(example)).numpy()
-        with _quiet("mlflow.pytorch"):  # pickle is chosen on purpose: it keeps the nn.Module
+        with quiet_logger("mlflow.pytorch"):  # pickle is chosen on purpose: it keeps the nn.Module
             return mlflow.pytorch.log_model(
                 model, name=name, input_example=example,
                 signature=infer_signature(example, output),

@@ -40,8 +40,8 @@ def warm_up() -> None:
     figure = plots.confusion_matrix([0, 1], [0, 1], ["0", "1"])
     figure.savefig(io.BytesIO(), format="png")
     plots.plt.close(figure)
-    with tempfile.TemporaryDirectory() as folder:  # log_model's first call costs over 1 s
-        example = torch.rand(2, 1, 8, 8).numpy()
+    with tempfile.TemporaryDirectory() as folder, tracking.quiet_logger("mlflow.pytorch"):
+        example = torch.rand(2, 1, 8, 8).numpy()  # log_model's first call costs over 1 s
         mlflow.pytorch.save_model(model, f"{folder}/model", input_example=example,
                                   serialization_format="pickle",
                                   pip_requirements=tracking.model_requirements())

@@ -61,6 +61,25 @@ def _execute(spec: JobSpec) -> None:
     )
 
 
+def execute_with_retry(spec: JobSpec, execute=_execute) -> int:
+    """Execute the notebook; a kernel that fails to start gets `kernel_start_retries` more tries.
+
+    Returns the job's exit code.
+    """
+    from papermill.exceptions import PapermillExecutionError
+
+    for attempt in range(spec.kernel_start_retries + 1):
+        try:
+            execute(spec)
+            return EXIT_OK
+        except PapermillExecutionError as error:
+            print(f"notebook failed: {error.ename}: {error.evalue}", file=sys.stderr)
+            return EXIT_NOTEBOOK_FAILED
+        except (RuntimeError, TimeoutError) as error:  # the kernel did not start or died
+            print(f"kernel failure (attempt {attempt + 1}): {error!r}", file=sys.stderr)
+    return EXIT_KERNEL_FAILED
+
+
 def run_job(spec: JobSpec) -> None:
     """The body of a job process; its exit code says how the notebook ended."""
     os.setpgid(0, 0)
@@ -68,19 +87,9 @@ def run_job(spec: JobSpec) -> None:
     os.environ.update(spec.env)
     _redirect_output(spec.log)
     import torch
-    from papermill.exceptions import PapermillExecutionError
 
     torch.set_num_threads(spec.threads)
-    for attempt in range(spec.kernel_start_retries + 1):
-        try:
-            _execute(spec)
-            sys.exit(EXIT_OK)
-        except PapermillExecutionError as error:
-            print(f"notebook failed: {error.ename}: {error.evalue}", file=sys.stderr)
-            sys.exit(EXIT_NOTEBOOK_FAILED)
-        except (RuntimeError, TimeoutError) as error:  # the kernel did not start or died
-            print(f"kernel failure (attempt {attempt + 1}): {error!r}", file=sys.stderr)
-    sys.exit(EXIT_KERNEL_FAILED)
+    sys.exit(execute_with_retry(spec))
 
 
 def _context(engine: str):
