@@ -9,7 +9,7 @@ import yaml
 from sweepbook.config import compose
 from sweepbook.models import MLP
 from sweepbook.params import REDACTED, config_params
-from sweepbook.tracking import run_name, start_run
+from sweepbook.tracking import start_run
 
 from conftest import ROOT, SMOKE
 
@@ -164,10 +164,3 @@ def test_deleted_experiment_gives_a_clear_error(cfg, client):
     with pytest.raises(ValueError, match="'debug'.*deleted.*mlflow experiments restore"):
         with start_run(cfg):
             pass
-
-
-def test_run_name_comes_from_runname_or_overrides():
-    assert run_name(compose(["runname=mine"]), ["runname=mine"]) == "mine"
-    assert run_name(compose(), []) == "cnn-digits"
-    overrides = ["model=mlp", "optimizer.lr=0.01", "tracking.uri=sqlite:///x.db"]
-    assert run_name(compose(overrides[:2]), overrides) == "model=mlp,lr=0.01"

@@ -7,7 +7,8 @@ from typing import List, Optional
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from sweepbook.tracking import artifact_root, ensure_experiment
+from sweepbook.naming import artifact_root
+from sweepbook.tracking import ensure_experiment
 
 LAUNCH_TAG = "sweepbook.launch_id"
 KERNEL = "python3"

@@ -15,7 +15,7 @@ from hydra.errors import HydraException
 
 from sweepbook.config import ConfigError, compose, config_dir, overrides_from_env
 from sweepbook.params import config_params
-from sweepbook.tracking import artifact_root, run_name
+from sweepbook.naming import artifact_root, run_name
 
 HASH_EXCLUDES = ("paths.", "tracking.", "runname")  # where a run lands, not what it computes
 

@@ -23,34 +23,20 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from sweepbook.metrics import MetricBuffer
+from sweepbook.naming import artifact_root, run_name, safe_name
 from sweepbook.params import config_params, redact, redact_overrides, to_container
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline machines: no phoning home
 
 RUN_ID_ENV = "MLFLOW_RUN_ID"
-SQLITE_PREFIX = "sqlite:///"
 VERSIONED_PACKAGES = ("sweepbook", "torch", "mlflow", "hydra-core", "omegaconf")
-NAME_SKIPS = ("tracking.", "paths.", "runname=", "expname=")
-MAX_RUN_NAME = 250
-
-
-def artifact_root(uri: str, cfg) -> Optional[str]:
-    """tracking.artifact_root, else a folder `mlartifacts` beside a SQLite store's file.
-
-    None leaves the choice to a tracking server.
-    """
-    if cfg.tracking.artifact_root:
-        return str(Path(cfg.tracking.artifact_root).expanduser().resolve())
-    if uri.startswith(SQLITE_PREFIX):
-        return str(Path(uri[len(SQLITE_PREFIX):]).parent / "mlartifacts")
-    return None
 
 
 def ensure_experiment(client: MlflowClient, name: str, root: Optional[str]) -> str:
     """The experiment's id, creating it once with an explicit artifact location."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        location = (Path(root) / _safe_name(name)).as_uri() if root else None
+        location = (Path(root) / safe_name(name)).as_uri() if root else None
         try:
             return client.create_experiment(name, artifact_location=location)
         except MlflowException as error:  # another process created it first
@@ -64,24 +50,6 @@ def ensure_experiment(client: MlflowClient, name: str, root: Optional[str]) -> s
             f"or choose another expname"
         )
     return experiment.experiment_id
-
-
-def _safe_name(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "experiment"
-
-
-def run_name(cfg, overrides: Iterable[str]) -> str:
-    """cfg.runname, else the overrides that change the model ('model=mlp,lr=0.01')."""
-    if cfg.runname:
-        return cfg.runname
-    shown = []
-    for override in redact_overrides(list(overrides)):
-        key, _, value = override.lstrip("+~").partition("=")
-        if not override.lstrip("+~").startswith(NAME_SKIPS):
-            shown.append(f"{key.rsplit('.', 1)[-1]}={value}")
-    model = getattr(cfg.model.name, "value", cfg.model.name)
-    data = getattr(cfg.data.name, "value", cfg.data.name)
-    return (",".join(shown) or f"{model}-{data}")[:MAX_RUN_NAME]
 
 
 def _git(root: Path, *args: str) -> Optional[str]:
@@ -235,7 +203,7 @@ def _open_run(cfg, overrides: List[str], parent_run_id: Optional[str], tags: Dic
         tags=tags, log_system_metrics=cfg.tracking.system_metrics,
     )
     run_id = active.info.run_id
-    output_dir = Path(cfg.paths.output_dir) / _safe_name(cfg.expname) / run_id
+    output_dir = Path(cfg.paths.output_dir) / safe_name(cfg.expname) / run_id
     output_dir.mkdir(parents=True, exist_ok=True)
     return TrackedRun(client, run_id, output_dir, cfg.tracking)
 

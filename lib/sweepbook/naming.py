@@ -1,0 +1,41 @@
+"""How runs and folders are named, and where a store keeps its artifacts (no MLflow import:
+sweeps validate their jobs with these before paying for MLflow)."""
+from pathlib import Path
+from typing import Iterable, Optional
+
+from sweepbook.params import redact_overrides
+
+SQLITE_PREFIX = "sqlite:///"
+NAME_SKIPS = ("tracking.", "paths.", "runname=", "expname=")
+MAX_RUN_NAME = 250
+
+
+def safe_name(name: str) -> str:
+    """A file-name-safe version of an experiment name."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "experiment"
+
+
+def artifact_root(uri: str, cfg) -> Optional[str]:
+    """tracking.artifact_root, else a folder `mlartifacts` beside a SQLite store's file.
+
+    None leaves the choice to a tracking server.
+    """
+    if cfg.tracking.artifact_root:
+        return str(Path(cfg.tracking.artifact_root).expanduser().resolve())
+    if uri.startswith(SQLITE_PREFIX):
+        return str(Path(uri[len(SQLITE_PREFIX):]).parent / "mlartifacts")
+    return None
+
+
+def run_name(cfg, overrides: Iterable[str]) -> str:
+    """cfg.runname, else the overrides that change the model ('model=mlp,lr=0.01')."""
+    if cfg.runname:
+        return cfg.runname
+    shown = []
+    for override in redact_overrides(list(overrides)):
+        key, _, value = override.lstrip("+~").partition("=")
+        if not override.lstrip("+~").startswith(NAME_SKIPS):
+            shown.append(f"{key.rsplit('.', 1)[-1]}={value}")
+    model = getattr(cfg.model.name, "value", cfg.model.name)
+    data = getattr(cfg.data.name, "value", cfg.data.name)
+    return (",".join(shown) or f"{model}-{data}")[:MAX_RUN_NAME]
