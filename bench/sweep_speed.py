@@ -33,6 +33,17 @@ def sweep(jobs, workers, engine, env) -> float:
                   "--workers", str(workers), "--engine", engine, "--quiet"], env)
 
 
+def job_span(folder: Path) -> float:
+    """First job's start to last job's end, from papermill's metadata in the executed copies."""
+    from datetime import datetime
+
+    meta = [json.loads(p.read_text())["metadata"]["papermill"]
+            for p in (folder / "outputs" / "sweeps").glob("*/*.ipynb")]
+    start = min(datetime.fromisoformat(m["start_time"]) for m in meta)
+    end = max(datetime.fromisoformat(m["end_time"]) for m in meta)
+    return (end - start).total_seconds()
+
+
 def papermill_loop(jobs, folder, env) -> float:
     return sum(timed([str(BIN / "papermill"), str(NOTEBOOK), str(folder / f"cli-{seed}.ipynb"),
                       "-p", "overrides", json.dumps([f"seed={seed}"]), "--no-progress-bar"],
@@ -72,6 +83,7 @@ def main() -> None:
     subprocess.run([sys.executable, "-c", "import mlflow; mlflow.MlflowClient()"
                     ".search_experiments()"], env=env, check=True, capture_output=True)
     swept = sweep(args.jobs, args.workers, args.engine, env)
+    span = job_span(folder)
     looped = papermill_loop(args.jobs, folder, env)
     work = warm_work(args.jobs, folder)
     print(f"{args.jobs} jobs, default config, seeds 0..{args.jobs - 1}")
@@ -83,6 +95,9 @@ def main() -> None:
           f"  (goal <= 0.5 s)")
     print(f"worker time per job beyond its own work ((wall x workers - own work) / jobs): "
           f"{(swept * args.workers - work) / args.jobs:.2f} s")
+    print(f"inside the sweep: {swept - span:.1f} s before the first job started and after the "
+          f"last ended (validation, store, template warm-up), then {span / args.jobs:.2f} s/job: "
+          f"{looped / span:.1f}x the papermill loop's rate")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,3 @@
-from pathlib import Path
 
 from sweepbook.config import compose
 from sweepbook.naming import artifact_root, run_name, safe_name

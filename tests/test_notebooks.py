@@ -7,7 +7,6 @@ from pathlib import Path
 
 import mlflow.pytorch
 import pytest
-from mlflow.tracking import MlflowClient
 
 from conftest import ROOT
 

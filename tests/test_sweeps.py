@@ -108,6 +108,21 @@ def test_timeout_stops_a_job_and_fails_its_run(smoke, client):
     assert client.get_run(job.run_id).info.status == "FAILED"
 
 
+def test_cli_summary_lists_every_job_and_exits_1_on_failure(smoke, tmp_path, capsys):
+    from sweepbook.cli import main
+
+    code = main(["sweep", TRAIN, "data=digits,mnist", f"paths.data_dir={tmp_path / 'none'}",
+                 "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 1
+    [digits, mnist] = [line for line in out.splitlines() if "data=" in line]
+    assert "FINISHED" in digits and "FAILED" in mnist
+    for line in (digits, mnist):
+        assert Path(line.split()[-1]).is_file()  # the executed notebook, error banner and all
+    assert "1 finished, 1 failed" in out and "resume it with: sweepbook sweep --resume" in out
+    assert "make ui" in out
+
+
 def test_validation_error_exits_2_and_writes_nothing(tmp_path):
     db = tmp_path / "store" / "mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}

@@ -48,11 +48,11 @@ def cmd_run(args) -> int:
 def _print_sweep_summary(result) -> None:
     import pandas as pd
 
-    with pd.option_context("display.max_rows", None, "display.max_colwidth", 60,
-                           "display.width", 200):
+    with pd.option_context("display.max_rows", None, "display.max_colwidth", None,
+                           "display.width", 250):
         print(result.table().drop(columns=["run_id"]).to_string())
-    counts = ", ".join(f"{result.count(s)} {s.lower()}" for s in
-                       ("FINISHED", "FAILED", "KILLED", "SKIPPED", "NOT STARTED") if result.count(s))
+    statuses = ("FINISHED", "FAILED", "KILLED", "SKIPPED", "NOT STARTED")
+    counts = ", ".join(f"{result.count(s)} {s.lower()}" for s in statuses if result.count(s))
     print(f"sweep {result.sweep_id}: {counts}; parent run {result.parent_run_id}")
     if not result.ok:
         print(f"resume it with: sweepbook sweep --resume {result.sweep_id}")

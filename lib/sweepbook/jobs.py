@@ -70,7 +70,8 @@ def expand(overrides: Sequence[str]) -> List[List[str]]:
         parsed = _parser().parse_overrides(list(overrides))
         return BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
     except HydraException as error:
-        raise SweepDefinitionError(f"cannot expand the sweep {list(overrides)}:\n{error}") from error
+        message = f"cannot expand the sweep {list(overrides)}:\n{error}"
+        raise SweepDefinitionError(message) from error
 
 
 def config_hash(cfg) -> str:

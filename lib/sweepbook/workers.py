@@ -9,14 +9,12 @@
 Each job process leads its own process group, so a timeout or Ctrl-C also stops its kernel.
 """
 import fcntl
-import hashlib
 import multiprocessing
 import os
 import signal
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Dict, List, Optional, Tuple
