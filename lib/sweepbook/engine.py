@@ -59,8 +59,6 @@ class NotebookShell(InteractiveShell):
         pass  # errors become the cell's error output instead
 
 
-
-
 def execute_managed_notebook(nb_man) -> None:
     """Run the notebook's code cells one by one; stop at the first error, like nbclient."""
     shell = NotebookShell.create()
