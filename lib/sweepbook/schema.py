@@ -73,7 +73,7 @@ class TrackingConfig:
     log_model: bool = True  # log the trained model with mlflow.pytorch
     system_metrics: bool = False  # record CPU/memory/GPU usage while the run is open
     system_metrics_interval: float = 1.0  # seconds between system-metric samples
-    flush_interval: float = 1.0  # seconds metrics may wait before a background write
+    flush_interval: float = 5.0  # seconds metrics may wait in the buffer before a write
     flush_size: int = 1000  # buffered metrics that force a write (MLflow's batch limit)
 
 

@@ -186,7 +186,7 @@ class TrackedRun:
         self.write_output("overrides.yaml", yaml.safe_dump(redact_overrides(overrides)))
 
     def close(self) -> None:
-        self.metrics.close()
+        self.metrics.flush()
         self.log_new_outputs()
 
 
