@@ -100,7 +100,7 @@ def _failure_reason(finished: Finished, output: Path) -> Optional[str]:
     if finished.killed:
         return "stopped by Ctrl-C"
     if finished.timed_out:
-        return f"timed out after {finished.seconds:.0f} s"
+        return f"timed out after {finished.seconds:.1f} s"
     if finished.exitcode == EXIT_OK:
         return None
     return _notebook_error(output) or f"job process exited with code {finished.exitcode}"
