@@ -191,6 +191,18 @@ def test_sweep_from_a_notebook_cell(smoke, client, tmp_path):
     assert parent.data.metrics["jobs_finished"] == 2
 
 
+def test_a_leaked_mlflow_run_id_never_reaches_the_jobs(smoke, client, monkeypatch):
+    stray = client.create_run(client.create_experiment("stray")).info.run_id
+    client.set_terminated(stray, "FINISHED")
+    monkeypatch.setenv("MLFLOW_RUN_ID", stray)
+    result = run_sweep(TRAIN, ["model=mlp"], workers=1, quiet=True)
+    [job] = result.results
+    assert job.status == "FINISHED" and job.run_id != stray
+    child = client.get_run(job.run_id)
+    assert child.data.tags["mlflow.parentRunId"] == result.parent_run_id
+    assert client.get_run(stray).data.metrics == {}
+
+
 def test_missing_notebook_is_a_definition_error(smoke):
     with pytest.raises(SweepDefinitionError, match="not found"):
         run_sweep("nope.ipynb", ["model=mlp"], quiet=True)

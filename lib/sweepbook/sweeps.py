@@ -81,7 +81,13 @@ class _Launch:
         return JobSpec(index=job.index, notebook=self.notebook, output=f"{stem}.ipynb",
                        log=f"{stem}.log", parameters=parameters, engine=self.engine,
                        threads=self.threads,
-                       env={**os.environ, "OMP_NUM_THREADS": str(self.threads)})
+                       env=self.environment())
+
+    def environment(self) -> Dict[str, str]:
+        """This process's environment for a job: its own thread count, and never a run id
+        (MLflow would resume that run instead of starting the job's own)."""
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
+        return {**env, "OMP_NUM_THREADS": str(self.threads)}
 
 
 def _execute(recorder, launch: _Launch, pool: JobProcesses, jobs: List[Job],
