@@ -6,6 +6,8 @@ from typing import Iterable, Optional
 from sweepbook.params import redact_overrides
 
 SQLITE_PREFIX = "sqlite:///"
+RUN_ID_ENV = "MLFLOW_RUN_ID"  # MLflow resumes this run: never let it reach a new run
+ERROR_TAG = "sweepbook.error"  # why a run ended FAILED or KILLED
 NAME_SKIPS = ("tracking.", "paths.", "runname=", "expname=")
 MAX_RUN_NAME = 250
 

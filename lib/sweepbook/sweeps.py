@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Sequence
 
 from sweepbook import jobs as sweep_jobs
 from sweepbook.jobs import Job, SweepDefinitionError
+from sweepbook.naming import RUN_ID_ENV
 from sweepbook.workers import JobProcesses, JobSpec, StoreHandoff
 
 POOL_ENV = "MLFLOW_SQLALCHEMYSTORE_POOLCLASS"
@@ -86,7 +87,7 @@ class _Launch:
     def environment(self) -> Dict[str, str]:
         """This process's environment for a job: its own thread count, and never a run id
         (MLflow would resume that run instead of starting the job's own)."""
-        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
+        env = {k: v for k, v in os.environ.items() if k != RUN_ID_ENV}
         return {**env, "OMP_NUM_THREADS": str(self.threads)}
 
 

@@ -23,12 +23,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from sweepbook.metrics import MetricBuffer
-from sweepbook.naming import artifact_root, run_name, safe_name
+from sweepbook.naming import ERROR_TAG, RUN_ID_ENV, artifact_root, run_name, safe_name
 from sweepbook.params import config_params, redact, redact_overrides, to_container
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline machines: no phoning home
 
-RUN_ID_ENV = "MLFLOW_RUN_ID"
 VERSIONED_PACKAGES = ("sweepbook", "torch", "mlflow", "hydra-core", "omegaconf")
 
 
@@ -233,7 +232,7 @@ def start_run(cfg, overrides: Iterable[str] = (), parent_run_id: Optional[str] =
         _end_run(run, "KILLED")
         raise
     except BaseException as error:
-        run.client.set_tag(run.run_id, "sweepbook.error", f"{type(error).__name__}: {error}"[:5000])
+        run.client.set_tag(run.run_id, ERROR_TAG, f"{type(error).__name__}: {error}"[:5000])
         _end_run(run, "FAILED")
         raise
     _end_run(run, "FINISHED")
