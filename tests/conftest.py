@@ -3,6 +3,7 @@ import shutil
 from pathlib import Path
 
 import matplotlib
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -28,6 +29,7 @@ def store(tmp_path, store_template, monkeypatch) -> str:
     shutil.copy(store_template, db)
     uri = f"sqlite:///{db}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)  # start_run() in an earlier test set MLflow's global URI
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     return uri
 

@@ -28,12 +28,16 @@ def prepare_store(cfg) -> MlflowClient:
     return client
 
 
+def find_run(client: MlflowClient, filter_string: str) -> Optional[Run]:
+    """The first run matching `filter_string`, in any experiment of the store."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, filter_string=filter_string, max_results=1)
+    return runs[0] if runs else None
+
+
 def find_launched_run(client: MlflowClient, launch_id: str) -> Optional[Run]:
     """The run tagged with `launch_id`, in whichever experiment the notebook chose."""
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(experiments, filter_string=f"tags.`{LAUNCH_TAG}` = '{launch_id}'",
-                              max_results=1)
-    return runs[0] if runs else None
+    return find_run(client, f"tags.`{LAUNCH_TAG}` = '{launch_id}'")
 
 
 def default_output(cfg, notebook: Path, launch_id: str) -> Path:

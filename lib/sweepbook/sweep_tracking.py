@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from sweepbook import jobs as sweep_jobs
-from sweepbook.execute import LAUNCH_TAG, find_launched_run
+from sweepbook.execute import LAUNCH_TAG, find_launched_run, find_run
 from sweepbook.jobs import Job, SweepDefinitionError
 from sweepbook.naming import ERROR_TAG
 from sweepbook.sweeps import JobResult, SweepResult
@@ -30,11 +30,7 @@ DEFINITION_ARTIFACT = "sweep.yaml"
 
 def find_parent(client: MlflowClient, sweep_id: str):
     """The parent run of sweep `sweep_id`, in whichever experiment it is."""
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(
-        experiments, filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_id}' and "
-                                   f"tags.`{ROLE_TAG}` = 'parent'", max_results=1)
-    return runs[0] if runs else None
+    return find_run(client, f"tags.`{SWEEP_TAG}` = '{sweep_id}' and tags.`{ROLE_TAG}` = 'parent'")
 
 
 def resume_definition(sweep_id: str) -> Dict:

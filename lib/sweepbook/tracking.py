@@ -114,10 +114,6 @@ class TrackedRun:
                                     tracking_cfg.flush_size)
         self._logged: Dict[str, int] = {}  # output file -> mtime when logged
 
-    @property
-    def info(self):
-        return self.client.get_run(self.run_id).info
-
     def log_metric(self, key: str, value: float, step: int = 0) -> None:
         self.metrics.log(key, value, step)
 
