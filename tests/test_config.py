@@ -102,6 +102,15 @@ def test_non_string_overrides_are_refused():
         as_override_list([1, 2])
 
 
+def test_project_root_not_found_says_what_to_set(tmp_path, monkeypatch):
+    import sweepbook.config
+
+    monkeypatch.setattr(sweepbook.config, "__file__", str(tmp_path / "lib" / "sb" / "config.py"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"cannot find conf/train.yaml .*; set SWEEPBOOK_ROOT"):
+        project_root()
+
+
 def test_project_root_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("SWEEPBOOK_ROOT", str(tmp_path))
     with pytest.raises(ConfigError, match="holds no conf/train.yaml"):

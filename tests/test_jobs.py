@@ -53,6 +53,13 @@ def test_sweep_file_by_name_or_path_and_command_line_wins(tmp_path):
         read_sweep_file("nope")
 
 
+def test_sweep_file_without_params_says_what_it_needs(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: cnn,mlp\n")
+    with pytest.raises(SweepDefinitionError, match=r"bad.yaml needs a mapping `params:`"):
+        read_sweep_file(str(bad))
+
+
 def test_merge_replaces_same_keys_only():
     assert merge_overrides(["a=1,2", "b=3"], ["b=4", "c=5"]) == ["a=1,2", "b=4", "c=5"]
 

@@ -203,6 +203,15 @@ def test_a_leaked_mlflow_run_id_never_reaches_the_jobs(smoke, client, monkeypatc
     assert client.get_run(stray).data.metrics == {}
 
 
+def test_resuming_an_unknown_sweep_says_so(smoke, capsys):
+    from sweepbook.cli import main
+
+    assert main(["sweep", "--resume", "nope"]) == 2
+    assert "no sweep 'nope' in sqlite:///" in capsys.readouterr().err
+    assert main(["sweep"]) == 2
+    assert "give a notebook to sweep, or --resume SWEEP_ID" in capsys.readouterr().err
+
+
 def test_missing_notebook_is_a_definition_error(smoke):
     with pytest.raises(SweepDefinitionError, match="not found"):
         run_sweep("nope.ipynb", ["model=mlp"], quiet=True)
