@@ -8,6 +8,8 @@ from sweepbook.params import redact_overrides
 SQLITE_PREFIX = "sqlite:///"
 RUN_ID_ENV = "MLFLOW_RUN_ID"  # MLflow resumes this run: never let it reach a new run
 ERROR_TAG = "sweepbook.error"  # why a run ended FAILED or KILLED
+SWEEP_TAG = "sweepbook.sweep_id"  # on a sweep's parent and children
+ROLE_TAG = "sweepbook.role"  # 'parent' on a sweep's parent run
 NAME_SKIPS = ("tracking.", "paths.", "runname=", "expname=")
 MAX_RUN_NAME = 250
 

@@ -16,13 +16,11 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from sweepbook import jobs as sweep_jobs
 from sweepbook.execute import LAUNCH_TAG, find_launched_run, find_run
 from sweepbook.jobs import Job, SweepDefinitionError
-from sweepbook.naming import ERROR_TAG
+from sweepbook.naming import ERROR_TAG, ROLE_TAG, SWEEP_TAG
 from sweepbook.sweeps import JobResult, SweepResult
 from sweepbook.tracking import ensure_experiment
 from sweepbook.workers import EXIT_OK, Finished
 
-SWEEP_TAG = "sweepbook.sweep_id"
-ROLE_TAG = "sweepbook.role"
 INDEX_TAG = "sweepbook.job_index"
 HASH_TAG = "sweepbook.config_hash"
 DEFINITION_ARTIFACT = "sweep.yaml"

@@ -1,0 +1,141 @@
+"""Runs side by side: which config won, and why. The data behind notebooks/compare.ipynb and
+`sweepbook runs|best|report`."""
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from sweepbook.naming import ROLE_TAG, SWEEP_TAG
+from sweepbook.run_readers import reader_for
+from sweepbook.sweep_tracking import find_parent
+
+LATEST = "latest"  # a sweep id meaning: the newest sweep
+DIRECTIONS = ("max", "min")
+MINIMIZED = ("loss", "error", "time", "seconds")  # metric names that get better going down
+
+
+class ComparisonError(ValueError):
+    """Asked for runs, sweeps, experiments or metrics that are not there."""
+
+
+@dataclass
+class Scope:
+    tracking_uri: str  # the store read
+    experiment_ids: List[str]  # experiments whose runs are compared
+    title: str  # 'experiment sweepbook' or 'sweep 1a2b3c4d'
+    parent_run_id: Optional[str] = None  # only this sweep's children, when set
+    sweep_id: Optional[str] = None  # the sweep compared, when one is
+
+
+def _experiment_ids(client: MlflowClient, name: str) -> List[str]:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        names = ", ".join(sorted(e.name for e in client.search_experiments())) or "none"
+        raise ComparisonError(f"no experiment {name!r} in {client.tracking_uri} "
+                              f"(experiments there: {names})")
+    return [experiment.experiment_id]
+
+
+def _sweep_parent(client: MlflowClient, sweep_id: str, experiment: Optional[str]):
+    if sweep_id != LATEST:
+        return find_parent(client, sweep_id)
+    experiments = (_experiment_ids(client, experiment) if experiment else
+                   [e.experiment_id for e in client.search_experiments()])
+    newest = client.search_runs(experiments, f"tags.`{ROLE_TAG}` = 'parent'", max_results=1,
+                                order_by=["attributes.start_time DESC"])
+    return newest[0] if newest else None
+
+
+def resolve_scope(tracking_uri: str, experiment: Optional[str] = None,
+                  sweep_id: Optional[str] = None) -> Scope:
+    """The runs to compare: one sweep's children (`sweep_id`, or 'latest'), else an
+    experiment's runs."""
+    client = MlflowClient(tracking_uri)
+    if not sweep_id:
+        if not experiment:
+            raise ComparisonError("name an experiment or a sweep id to compare")
+        return Scope(tracking_uri, _experiment_ids(client, experiment),
+                     f"experiment {experiment}")
+    parent = _sweep_parent(client, sweep_id, experiment)
+    if parent is None:
+        raise ComparisonError(f"no sweep {sweep_id!r} in {tracking_uri}; a sweep's id is "
+                              "printed when it ends, and tagged sweepbook.sweep_id on its runs")
+    found = parent.data.tags[SWEEP_TAG]
+    return Scope(tracking_uri, [parent.info.experiment_id], f"sweep {found}",
+                 parent.info.run_id, found)
+
+
+def load_runs(scope: Scope) -> pd.DataFrame:
+    """The scope's runs, one row each: params, final metrics, tags, status and duration.
+
+    A sweep's parent run is left out: it summarizes the sweep and holds no model.
+    """
+    runs = reader_for(scope.tracking_uri).runs(scope.experiment_ids, scope.parent_run_id)
+    if f"tags.{ROLE_TAG}" in runs:
+        runs = runs[runs[f"tags.{ROLE_TAG}"] != "parent"].reset_index(drop=True)
+    return runs
+
+
+def metric_histories(scope: Scope, run_ids: Sequence[str], keys: Sequence[str]) -> pd.DataFrame:
+    """Every logged value of `keys` for `run_ids`: columns run_id, key, step, timestamp, value."""
+    return reader_for(scope.tracking_uri).histories(run_ids, keys)
+
+
+def metric_names(runs: pd.DataFrame) -> List[str]:
+    return [c[len("metrics."):] for c in runs.columns if c.startswith("metrics.")]
+
+
+def swept_params(runs: pd.DataFrame) -> List[str]:
+    """The params columns whose value differs between runs: what the sweep varied."""
+    columns = [c for c in runs.columns if c.startswith("params.")]
+    return [c for c in columns if runs[c].nunique(dropna=False) > 1]
+
+
+def direction_for(metric: str, direction: Optional[str] = None) -> str:
+    """'max' or 'min': as given, else 'min' for losses, errors and times, 'max' otherwise."""
+    if direction is None:
+        return "min" if any(word in metric.lower() for word in MINIMIZED) else "max"
+    if direction not in DIRECTIONS:
+        raise ComparisonError(f"direction {direction!r} is not one of: {', '.join(DIRECTIONS)}")
+    return direction
+
+
+def _check_metric(runs: pd.DataFrame, metric: str) -> str:
+    column = f"metrics.{metric}"
+    if column not in runs:
+        logged = ", ".join(metric_names(runs)) or "none"
+        raise ComparisonError(f"no run logged the metric {metric!r} (metrics logged: {logged})")
+    return column
+
+
+def ranked(runs: pd.DataFrame, metric: str, direction: Optional[str] = None) -> pd.DataFrame:
+    """All runs, best first by `metric` (runs without it last)."""
+    column = _check_metric(runs, metric)
+    ascending = direction_for(metric, direction) == "min"
+    return runs.sort_values(column, ascending=ascending, na_position="last", kind="stable",
+                            ignore_index=True)
+
+
+def best_run(runs: pd.DataFrame, metric: str, direction: Optional[str] = None) -> pd.Series:
+    """The FINISHED run with the best `metric`."""
+    column = _check_metric(runs, metric)
+    candidates = runs[(runs["status"] == "FINISHED") & runs[column].notna()]
+    if candidates.empty:
+        raise ComparisonError(f"no FINISHED run has the metric {metric!r} "
+                              f"({len(runs)} runs, statuses: {sorted(set(runs['status']))})")
+    return ranked(candidates, metric, direction).iloc[0]
+
+
+def summary_table(runs: pd.DataFrame, metric: str, direction: Optional[str] = None,
+                  extra_metrics: Sequence[str] = ()) -> pd.DataFrame:
+    """The ranked runs as a person reads them: name, status, metrics, swept params, duration."""
+    ordered = ranked(runs, metric, direction)
+    metrics = [metric, *[m for m in extra_metrics if m != metric and f"metrics.{m}" in runs]]
+    columns = {"run_id": "run_id", "run_name": "run", "status": "status",
+               **{f"metrics.{m}": m for m in metrics},
+               **{p: p[len("params."):] for p in swept_params(runs)},
+               "duration_s": "seconds"}
+    table = ordered[list(columns)].rename(columns=columns)
+    table.index = pd.RangeIndex(1, len(table) + 1, name="rank")
+    return table
