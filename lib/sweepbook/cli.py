@@ -1,11 +1,14 @@
 """The `sweepbook` command line."""
 import argparse
+import functools
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 from sweepbook.config import ConfigError, compose, overrides_from_env
+from sweepbook.naming import safe_name
 from sweepbook.workers import ENGINES
 
 EXIT_BAD_INPUT = 2
@@ -77,6 +80,95 @@ def cmd_sweep(args) -> int:
     return 0 if result.ok else 1
 
 
+def _reports_user_errors(command):
+    """Exit 2 with the message for a missing experiment, sweep, metric or a bad name."""
+    @functools.wraps(command)
+    def run(args) -> int:
+        from sweepbook.compare import ComparisonError
+        from sweepbook.registry import RegistryError
+
+        try:
+            return command(args)
+        except (ComparisonError, RegistryError, ConfigError) as error:
+            return _fail(str(error))
+    return run
+
+
+def _scope(args):
+    """The store from the config (MLFLOW_TRACKING_URI wins), the runs from the options."""
+    from sweepbook.compare import resolve_scope
+
+    cfg = compose(args.overrides)
+    return cfg, resolve_scope(cfg.tracking.uri, args.experiment or cfg.expname, args.sweep)
+
+
+def _print_table(table) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.max_rows", None, "display.max_colwidth", 60,
+                           "display.width", 250, "display.float_format", "{:.4g}".format):
+        print(table.to_string())
+
+
+@_reports_user_errors
+def cmd_runs(args) -> int:
+    from sweepbook.compare import direction_for, load_runs, summary_table
+
+    _, scope = _scope(args)
+    runs = load_runs(scope)
+    table = summary_table(runs, args.metric, args.direction, extra_metrics=["test_loss"])
+    _print_table(table)
+    direction = direction_for(args.metric, args.direction)
+    print(f"{scope.title}: {len(runs)} runs in {scope.tracking_uri}, "
+          f"best first by {args.metric} ({direction})")
+    return 0
+
+
+def _promote(scope, best, args):
+    from sweepbook.registry import promote
+
+    value = best[f"metrics.{args.metric}"]
+    tags = {"metric": args.metric, args.metric: f"{value:.6g}", "compared": scope.title}
+    return promote(scope.tracking_uri, best["run_id"], args.register, args.alias, tags,
+                   description=f"best of {scope.title} by {args.metric} = {value:.4f}")
+
+
+@_reports_user_errors
+def cmd_best(args) -> int:
+    from sweepbook.compare import best_run, load_runs, swept_params
+    from sweepbook.registry import check_names
+
+    if args.register:
+        check_names(args.register, args.alias)
+    _, scope = _scope(args)
+    runs = load_runs(scope)
+    best = best_run(runs, args.metric, args.direction)
+    print(f"best of {scope.title} by {args.metric}: {best['run_name']} "
+          f"(run {best['run_id']}), {args.metric} = {best[f'metrics.{args.metric}']:.4f}")
+    for column in swept_params(runs):
+        print(f"  {column[len('params.'):]} = {best[column]}")
+    if args.register:
+        promotion = _promote(scope, best, args)
+        print(f"registered {promotion.name} version {promotion.version}, alias "
+              f"{promotion.alias!r} points at it")
+        print(f"load it with: mlflow.pytorch.load_model({promotion.uri!r})")
+    return 0
+
+
+@_reports_user_errors
+def cmd_report(args) -> int:
+    from sweepbook.report import write_report
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file
+    cfg, scope = _scope(args)
+    name = f"sweep-{scope.sweep_id}" if scope.sweep_id else safe_name(scope.title)
+    output = args.output or Path(cfg.paths.output_dir) / "reports" / f"{name}.html"
+    path = write_report(scope, args.metric, args.direction, output).resolve()
+    print(f"report of {scope.title} written to {path}")
+    print(f"open it in a browser: file://{path}")
+    return 0
+
+
 def ui_command(uri: str, host: str, port: int) -> List[str]:
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
             "--host", host, "--port", str(port)]
@@ -92,6 +184,17 @@ def cmd_ui(args) -> int:
         return subprocess.call(ui_command(cfg.tracking.uri, args.host, args.port))
     except KeyboardInterrupt:
         return 0
+
+
+def _comparison_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. tracking=server")
+    parser.add_argument("--sweep", metavar="ID", help="only this sweep's runs ('latest': the "
+                                                       "newest sweep)")
+    parser.add_argument("--experiment", help="experiment to read (default: the config's "
+                                             "expname)")
+    parser.add_argument("--metric", default="test_acc", help="rank runs by this metric")
+    parser.add_argument("--direction",
+                        help="max or min (default: min for losses and errors, else max)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,6 +220,20 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--metric", default="test_acc", help="metric shown in the summary")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     sweep.set_defaults(func=cmd_sweep)
+    runs = commands.add_parser("runs", help="the runs of an experiment or a sweep, best first")
+    _comparison_options(runs)
+    runs.set_defaults(func=cmd_runs)
+    best = commands.add_parser("best", help="the best run; --register puts its model in the "
+                                            "Model Registry")
+    _comparison_options(best)
+    best.add_argument("--register", metavar="NAME", help="register the model under this name")
+    best.add_argument("--alias", default="champion", help="alias pointed at the new version")
+    best.set_defaults(func=cmd_best)
+    report = commands.add_parser("report", help="one self-contained HTML file comparing runs")
+    _comparison_options(report)
+    report.add_argument("--output", type=Path, help="the HTML file (default: "
+                                                    "outputs/reports/sweep-<id>.html)")
+    report.set_defaults(func=cmd_report)
     ui = commands.add_parser("ui", help="start the MLflow UI on the configured store")
     ui.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. tracking=server")
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

@@ -6,12 +6,13 @@ from typing import List, Optional, Sequence
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from sweepbook.naming import ROLE_TAG, SWEEP_TAG
+from sweepbook.naming import ERROR_TAG, ROLE_TAG, SWEEP_TAG
 from sweepbook.run_readers import reader_for
 from sweepbook.sweep_tracking import find_parent
 
 LATEST = "latest"  # a sweep id meaning: the newest sweep
 DIRECTIONS = ("max", "min")
+KEYED_COLUMNS = ("metrics.", "params.", "tags.")
 MINIMIZED = ("loss", "error", "time", "seconds")  # metric names that get better going down
 
 
@@ -72,9 +73,12 @@ def load_runs(scope: Scope) -> pd.DataFrame:
     A sweep's parent run is left out: it summarizes the sweep and holds no model.
     """
     runs = reader_for(scope.tracking_uri).runs(scope.experiment_ids, scope.parent_run_id)
-    if f"tags.{ROLE_TAG}" in runs:
-        runs = runs[runs[f"tags.{ROLE_TAG}"] != "parent"].reset_index(drop=True)
-    return runs
+    if f"tags.{ROLE_TAG}" not in runs:
+        return runs
+    runs = runs[runs[f"tags.{ROLE_TAG}"] != "parent"].reset_index(drop=True)
+    logged_by_parents_only = [c for c in runs.columns
+                              if c.startswith(KEYED_COLUMNS) and runs[c].isna().all()]
+    return runs.drop(columns=logged_by_parents_only)
 
 
 def metric_histories(scope: Scope, run_ids: Sequence[str], keys: Sequence[str]) -> pd.DataFrame:
@@ -136,6 +140,9 @@ def summary_table(runs: pd.DataFrame, metric: str, direction: Optional[str] = No
                **{f"metrics.{m}": m for m in metrics},
                **{p: p[len("params."):] for p in swept_params(runs)},
                "duration_s": "seconds"}
+    error = f"tags.{ERROR_TAG}"
+    if error in ordered and ordered[error].notna().any():
+        columns[error] = "error"  # why runs failed, next to them
     table = ordered[list(columns)].rename(columns=columns)
     table.index = pd.RangeIndex(1, len(table) + 1, name="rank")
     return table

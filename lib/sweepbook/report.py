@@ -1,0 +1,103 @@
+"""One self-contained HTML file comparing runs: the ranked table and the figures embedded as
+PNG data, so it can be mailed or attached to a ticket and opened without a server."""
+import base64
+import html
+import io
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+from mlflow.tracking import MlflowClient
+
+from sweepbook import compare, compare_plots
+
+CURVE_KEYS = ("val_loss", "val_acc")  # per-epoch histories train.ipynb logs
+BEST_RUN_FIGURE = "figures/confusion_matrix.png"  # logged by train.ipynb
+STYLE = """body{font-family:sans-serif;margin:2em;max-width:80em}
+table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px}
+tr:first-child td{font-weight:bold}img{max-width:100%;display:block;margin:1em 0}"""
+
+
+def png_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def figure_png(figure: Figure) -> bytes:
+    """The figure as PNG bytes; the figure is closed (reports make many)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def comparison_figures(scope: compare.Scope, runs: pd.DataFrame, metric: str,
+                       curve_keys: Sequence[str] = CURVE_KEYS) -> Dict[str, Figure]:
+    """The figures compare.ipynb shows, by title."""
+    params = compare.swept_params(runs)
+    figures = {f"{metric} against each swept parameter":
+               compare_plots.metric_vs_params(runs, metric, params)}
+    keys = [key for key in curve_keys if key in compare.metric_names(runs)]
+    if keys:
+        histories = compare.metric_histories(scope, list(runs["run_id"]), keys)
+        names = dict(zip(runs["run_id"], runs["run_name"]))
+        figures["Learning curves"] = compare_plots.overlaid_curves(histories, names, keys)
+    if params:
+        figures["Parallel coordinates"] = compare_plots.parallel_coordinates(runs, params,
+                                                                             metric)
+    return figures
+
+
+def _best_run_png(tracking_uri: str, run_id: str, folder: Path) -> Optional[bytes]:
+    client = MlflowClient(tracking_uri)
+    logged = {f.path for f in client.list_artifacts(run_id, "figures")}
+    if BEST_RUN_FIGURE not in logged:
+        return None
+    return Path(client.download_artifacts(run_id, BEST_RUN_FIGURE, str(folder))).read_bytes()
+
+
+def _section(title: str, body: str) -> str:
+    return f"<h2>{html.escape(title)}</h2>\n{body}\n"
+
+
+def _image(png: bytes, title: str) -> str:
+    return f'<img alt="{html.escape(title)}" src="{png_data_uri(png)}">'
+
+
+def render(scope: compare.Scope, runs: pd.DataFrame, metric: str, direction: Optional[str],
+           work_dir: Path) -> str:
+    """The report's HTML text."""
+    table = compare.summary_table(runs, metric, direction, extra_metrics=["test_loss"])
+    best = compare.best_run(runs, metric, direction)
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    title = f"sweepbook report: {scope.title}"
+    parts = [f"<h1>{html.escape(title)}</h1>",
+             f"<p>{len(runs)} runs in {html.escape(scope.tracking_uri)}, ranked by {metric} "
+             f"({compare.direction_for(metric, direction)}); written {when}.</p>",
+             _section("Best run", f"<p><b>{html.escape(str(best['run_name']))}</b> "
+                      f"(run {best['run_id']}): {metric} = {best[f'metrics.{metric}']:.4f}</p>"),
+             _section("Runs", table.to_html(float_format=lambda v: f"{v:.4g}"))]
+    for figure_title, figure in comparison_figures(scope, runs, metric).items():
+        parts.append(_section(figure_title, _image(figure_png(figure), figure_title)))
+    confusion = _best_run_png(scope.tracking_uri, best["run_id"], work_dir)
+    if confusion:
+        parts.append(_section("Best run: confusion matrix on the test split",
+                              _image(confusion, "confusion matrix")))
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>"
+            f"{html.escape(title)}</title><style>{STYLE}</style></head><body>\n"
+            + "\n".join(parts) + "\n</body></html>\n")
+
+
+def write_report(scope: compare.Scope, metric: str, direction: Optional[str],
+                 path: Path) -> Path:
+    """Write the report of `scope`'s runs to `path` (folders created)."""
+    runs = compare.load_runs(scope)
+    with tempfile.TemporaryDirectory() as work_dir:
+        text = render(scope, runs, metric, direction, Path(work_dir))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
