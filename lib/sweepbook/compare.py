@@ -1,9 +1,11 @@
 """Runs side by side: which config won, and why. The data behind notebooks/compare.ipynb and
 `sweepbook runs|best|report`."""
+import tempfile
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 import pandas as pd
+from omegaconf import DictConfig, OmegaConf
 from mlflow.tracking import MlflowClient
 
 from sweepbook.naming import ERROR_TAG, ROLE_TAG, SWEEP_TAG
@@ -12,6 +14,7 @@ from sweepbook.sweep_tracking import find_parent
 
 LATEST = "latest"  # a sweep id meaning: the newest sweep
 DIRECTIONS = ("max", "min")
+CONFIG_ARTIFACT = "config.yaml"  # logged by tracking.TrackedRun.log_config
 KEYED_COLUMNS = ("metrics.", "params.", "tags.")
 MINIMIZED = ("loss", "error", "time", "seconds")  # metric names that get better going down
 
@@ -59,6 +62,9 @@ def resolve_scope(tracking_uri: str, experiment: Optional[str] = None,
         return Scope(tracking_uri, _experiment_ids(client, experiment),
                      f"experiment {experiment}")
     parent = _sweep_parent(client, sweep_id, experiment)
+    if parent is None and sweep_id == LATEST:
+        raise ComparisonError(f"no sweep in {tracking_uri} yet: run one (make demo), or "
+                              "compare the experiment's runs without a sweep id")
     if parent is None:
         raise ComparisonError(f"no sweep {sweep_id!r} in {tracking_uri}; a sweep's id is "
                               "printed when it ends, and tagged sweepbook.sweep_id on its runs")
@@ -84,6 +90,13 @@ def load_runs(scope: Scope) -> pd.DataFrame:
 def metric_histories(scope: Scope, run_ids: Sequence[str], keys: Sequence[str]) -> pd.DataFrame:
     """Every logged value of `keys` for `run_ids`: columns run_id, key, step, timestamp, value."""
     return reader_for(scope.tracking_uri).histories(run_ids, keys)
+
+
+def run_config(scope: Scope, run_id: str) -> DictConfig:
+    """The resolved config a run logged (config.yaml), to rebuild its data split."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = MlflowClient(scope.tracking_uri).download_artifacts(run_id, CONFIG_ARTIFACT, folder)
+        return OmegaConf.load(path)
 
 
 def metric_names(runs: pd.DataFrame) -> List[str]:
