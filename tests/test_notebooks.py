@@ -1,16 +1,19 @@
 """The notebook under nbval, papermill and `sweepbook run`: real kernels, real stores."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import mlflow.pytorch
 import pytest
+from mlflow.tracking import MlflowClient
 
 from conftest import ROOT
 
 TRAIN = ROOT / "notebooks" / "train.ipynb"
+COMPARE = ROOT / "notebooks" / "compare.ipynb"
 BIN = Path(sys.executable).parent
 
 
@@ -93,3 +96,49 @@ def test_failing_notebook_run_is_recorded_failed(kernel_env, client, tmp_path):
     assert recorded.info.status == "FAILED"
     assert "nodevice" in recorded.data.tags["sweepbook.error"]
     assert "An Exception was encountered" in (tmp_path / "failed.ipynb").read_text()
+
+
+def _outputs(notebook: Path) -> str:
+    """Everything the executed notebook shows as text (streams and plain results)."""
+    cells = json.loads(notebook.read_text())["cells"]
+    texts = []
+    for output in (o for cell in cells for o in cell.get("outputs", [])):
+        texts.append("".join(output.get("text", "")))
+        texts.append("".join(output.get("data", {}).get("text/plain", "")))
+    return "\n".join(texts)
+
+
+def _images(notebook: Path) -> int:
+    cells = json.loads(notebook.read_text())["cells"]
+    return sum("image/png" in o.get("data", {}) for c in cells for o in c.get("outputs", []))
+
+
+def test_compare_notebook_passes_nbval_on_the_latest_sweep(swept, tmp_path):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": swept.uri}
+    done = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+                "--nbval-current-env", str(COMPARE)], cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    code_cells = sum(c["cell_type"] == "code" for c in json.loads(COMPARE.read_text())["cells"])
+    assert re.search(rf"\b{code_cells} passed", done.stdout), done.stdout[-2000:]
+
+
+def test_compare_notebook_under_papermill_ranks_reloads_and_promotes(swept, tmp_path):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": swept.uri}
+    out = tmp_path / "compare.ipynb"
+    done = run([str(BIN / "papermill"), str(COMPARE), str(out), "-p", "sweep_id",
+                swept.sweep_id, "-p", "metric", "val_loss", "-p", "register_as", "digits",
+                "--no-progress-bar"], cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    shown = _outputs(out)
+    assert f"sweep {swept.sweep_id}: 4 runs in {swept.uri}" in shown
+    assert "swept: model.name, optimizer.lr; ranked by val_loss (min)" in shown
+    client = MlflowClient(swept.uri)
+    champion = client.get_model_version_by_alias("digits", "champion")
+    best = client.get_run(champion.run_id)
+    children = client.search_runs([best.info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{best.data.tags['mlflow.parentRunId']}'")
+    assert best.data.metrics["val_loss"] == min(r.data.metrics["val_loss"] for r in children)
+    logged = best.data.metrics["test_acc"]
+    assert re.search(rf"re-evaluated on \d+ test images: accuracy {logged:.4f} \(logged: "
+                     rf"{logged:.4f}\)", shown), shown
+    assert _images(out) == 4  # metric vs params, learning curves, parallel coords, confusion

@@ -13,11 +13,10 @@ from mlflow.tracking import MlflowClient
 from sweepbook.jobs import SweepDefinitionError
 from sweepbook.sweeps import run_sweep
 
-from conftest import ROOT
+from conftest import ROOT, SWEEPBOOK
 from test_data import write_idx
 
 TRAIN = str(ROOT / "notebooks" / "train.ipynb")
-SWEEPBOOK = str(Path(sys.executable).parent / "sweepbook")
 
 
 @pytest.fixture

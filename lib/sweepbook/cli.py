@@ -96,10 +96,10 @@ def _reports_user_errors(command):
 
 def _scope(args):
     """The store from the config (MLFLOW_TRACKING_URI wins), the runs from the options."""
-    from sweepbook.compare import resolve_scope
+    from sweepbook.compare import scope_for
 
     cfg = compose(args.overrides)
-    return cfg, resolve_scope(cfg.tracking.uri, args.experiment or cfg.expname, args.sweep)
+    return cfg, scope_for(cfg, args.experiment, args.sweep)
 
 
 def _print_table(table) -> None:
@@ -191,7 +191,7 @@ def _comparison_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep", metavar="ID", help="only this sweep's runs ('latest': the "
                                                        "newest sweep)")
     parser.add_argument("--experiment", help="experiment to read (default: the config's "
-                                             "expname)")
+                                             "expname; with --sweep: any)")
     parser.add_argument("--metric", default="test_acc", help="rank runs by this metric")
     parser.add_argument("--direction",
                         help="max or min (default: min for losses and errors, else max)")

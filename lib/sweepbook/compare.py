@@ -73,6 +73,13 @@ def resolve_scope(tracking_uri: str, experiment: Optional[str] = None,
                  parent.info.run_id, found)
 
 
+def scope_for(cfg, experiment: Optional[str] = None, sweep_id: Optional[str] = None) -> Scope:
+    """resolve_scope on the config's store; without a sweep id, the config's experiment."""
+    if not sweep_id:
+        experiment = experiment or cfg.expname
+    return resolve_scope(cfg.tracking.uri, experiment, sweep_id)
+
+
 def load_runs(scope: Scope) -> pd.DataFrame:
     """The scope's runs, one row each: params, final metrics, tags, status and duration.
 

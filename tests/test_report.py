@@ -1,0 +1,34 @@
+"""The HTML report of a real sweep: one file, every image inside it."""
+import base64
+import re
+
+import pytest
+
+from sweepbook.compare import ComparisonError, resolve_scope
+from sweepbook.report import write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_is_one_self_contained_file(swept, tmp_path):
+    scope = resolve_scope(swept.uri, sweep_id=swept.sweep_id)
+    path = write_report(scope, "test_acc", None, tmp_path / "deep" / "report.html")
+    text = path.read_text()
+    assert f"sweepbook report: sweep {swept.sweep_id}" in text
+    assert text.count("<tr>") == 1 + 4  # header and the four jobs (its parent is left out)
+    for name in ("model=cnn,lr=0.001", "model=mlp,lr=0.01"):
+        assert name in text
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)"', text)
+    assert [alt for alt, _ in images] == ["test_acc against each swept parameter",
+                                          "Learning curves", "Parallel coordinates",
+                                          "confusion matrix"]
+    assert all(base64.b64decode(data).startswith(PNG_MAGIC) for _, data in images)
+    assert not re.search(r'(src|href)="(?!data:)', text)  # nothing fetched from elsewhere
+    assert list((tmp_path / "deep").iterdir()) == [path]  # no side files left
+
+
+def test_unknown_metric_writes_nothing(swept, tmp_path):
+    scope = resolve_scope(swept.uri, sweep_id=swept.sweep_id)
+    with pytest.raises(ComparisonError, match="no run logged the metric 'acc'"):
+        write_report(scope, "acc", None, tmp_path / "report.html")
+    assert not (tmp_path / "report.html").exists()
