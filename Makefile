@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lab ui bench
 
@@ -14,10 +16,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -qq -e '.[dev]'
 	@touch $(STAMP)
 
+$(CHROMIUM):  ## Debian's browser and driver, for the test that opens the MLflow UI
+	@echo "Installing Debian's chromium and chromium-driver (tests/test_ui.py drives them)"
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver
+
 demo: $(STAMP)  ## a small sweep on the embedded SQLite store, then its summary
 	$(BIN)/sweepbook sweep notebooks/train.ipynb model=cnn,mlp optimizer.lr=1e-3,1e-2 --workers 2
 
-test: $(STAMP)  ## the whole test suite
+test: $(STAMP) $(CHROMIUM)  ## the whole test suite
 	$(BIN)/python -m pytest
 
 lab: $(STAMP)  ## JupyterLab on the project

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from sweepbook.config import ConfigError, compose, overrides_from_env
-from sweepbook.naming import safe_name
+from sweepbook.naming import SQLITE_PREFIX, safe_name
 from sweepbook.workers import ENGINES
 
 EXIT_BAD_INPUT = 2
@@ -174,12 +174,33 @@ def ui_command(uri: str, host: str, port: int) -> List[str]:
             "--host", host, "--port", str(port)]
 
 
+def runs_page(experiment_id: str) -> str:
+    """The UI's run table of an experiment (it opens on a GenAI overview otherwise)."""
+    return f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def _existing_experiment_id(uri: str, name: str) -> Optional[str]:
+    from mlflow.tracking import MlflowClient
+
+    if uri.startswith(("http:", "https:")):
+        return None  # the UI of a server is that server's own page
+    if uri.startswith(SQLITE_PREFIX) and not Path(uri[len(SQLITE_PREFIX):]).is_file():
+        return None  # no store yet: don't create one just to look
+    experiment = MlflowClient(uri).get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else None
+
+
 def cmd_ui(args) -> int:
     try:
         cfg = compose(args.overrides)
     except ConfigError as error:
         return _fail(str(error))
-    print(f"MLflow UI for {cfg.tracking.uri} at http://{args.host}:{args.port} (Ctrl-C stops it)")
+    url = f"http://{args.host}:{args.port}"
+    print(f"MLflow UI for {cfg.tracking.uri} at {url} (Ctrl-C stops it)")
+    experiment_id = _existing_experiment_id(cfg.tracking.uri, cfg.expname)
+    if experiment_id:
+        print(f"runs of experiment {cfg.expname}: {url}/{runs_page(experiment_id)}")
+    sys.stdout.flush()
     try:
         return subprocess.call(ui_command(cfg.tracking.uri, args.host, args.port))
     except KeyboardInterrupt:
