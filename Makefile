@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 $(CHROMIUM):  ## Debian's browser and driver, for the test that opens the MLflow UI
 	@echo "Installing Debian's chromium and chromium-driver (tests/test_ui.py drives them)"
 	$(SUDO) apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
 
 demo: $(STAMP)  ## a small sweep on the embedded SQLite store, then its summary
 	$(BIN)/sweepbook sweep notebooks/train.ipynb model=cnn,mlp optimizer.lr=1e-3,1e-2 --workers 2
@@ -36,3 +36,4 @@ ui: $(STAMP)  ## MLflow UI on the local store, bound to 127.0.0.1
 bench: $(STAMP)  ## benchmarks (bench/), ratios measured side by side
 	$(BIN)/python bench/tracking_overhead.py
 	$(BIN)/python bench/sweep_speed.py
+	$(BIN)/python bench/compare_speed.py
