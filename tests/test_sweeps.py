@@ -120,6 +120,7 @@ def test_cli_summary_lists_every_job_and_exits_1_on_failure(smoke, tmp_path, cap
     for line in (digits, mnist):
         assert Path(line.split()[-1]).is_file()  # the executed notebook, error banner and all
     assert "1 finished, 1 failed" in out and "resume it with: sweepbook sweep --resume" in out
+    assert re.search(r"compare its runs: sweepbook runs --sweep \w+ ", out)
     assert "make ui" in out
 
 

@@ -59,6 +59,8 @@ def _print_sweep_summary(result) -> None:
     print(f"sweep {result.sweep_id}: {counts}; parent run {result.parent_run_id}")
     if not result.ok:
         print(f"resume it with: sweepbook sweep --resume {result.sweep_id}")
+    print(f"compare its runs: sweepbook runs --sweep {result.sweep_id}  (or report, best, "
+          "notebooks/compare.ipynb)")
     print("open it in the MLflow UI: make ui  (or: sweepbook ui)")
 
 
