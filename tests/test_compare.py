@@ -4,8 +4,8 @@ import time
 import pytest
 
 from sweepbook.compare import (ComparisonError, best_run, direction_for, load_runs,
-                               metric_histories, ranked, resolve_scope, summary_table,
-                               swept_params)
+                               metric_histories, ranked, read_artifact, resolve_scope,
+                               run_config, summary_table, swept_params)
 
 from runs_factory import make_run
 
@@ -99,6 +99,12 @@ def test_errors_name_the_bad_value_and_what_is_valid(store, sweeps, call, says):
         call(store)
 
 
+def test_an_empty_experiment_is_an_error(store, client):
+    client.create_experiment("empty")
+    with pytest.raises(ComparisonError, match="no runs to compare in experiment empty"):
+        load_runs(resolve_scope(store, experiment="empty"))
+
+
 def test_no_finished_run_is_an_error(store, client):
     experiment_id = client.create_experiment("failing")
     make_run(client, experiment_id, "bad", metrics={"test_acc": [0.5]}, status="FAILED")
@@ -111,3 +117,14 @@ def test_no_finished_run_is_an_error(store, client):
                                                ("error_rate", "min"), ("f1", "max")])
 def test_direction_is_inferred_from_the_metric_name(metric, direction):
     assert direction_for(metric) == direction
+
+
+def test_run_config_and_artifacts_of_a_real_run(swept):
+    scope = resolve_scope(swept.uri, sweep_id=swept.sweep_id)
+    run = load_runs(scope).iloc[0]
+    cfg = run_config(scope, run["run_id"])
+    assert (cfg.expname, cfg.training.epochs) == ("debug", 3)  # the debug preset it ran with
+    assert cfg.model.name == run["params.model.name"]
+    assert read_artifact(scope, run["run_id"], "figures/confusion_matrix.png").startswith(
+        b"\x89PNG")
+    assert read_artifact(scope, run["run_id"], "figures/nope.png") is None

@@ -135,8 +135,9 @@ def test_compare_notebook_under_papermill_ranks_reloads_and_promotes(swept, tmp_
     client = MlflowClient(swept.uri)
     champion = client.get_model_version_by_alias("digits", "champion")
     best = client.get_run(champion.run_id)
+    parent = best.data.tags["mlflow.parentRunId"]
     children = client.search_runs([best.info.experiment_id],
-                                  f"tags.`mlflow.parentRunId` = '{best.data.tags['mlflow.parentRunId']}'")
+                                  f"tags.`mlflow.parentRunId` = '{parent}'")
     assert best.data.metrics["val_loss"] == min(r.data.metrics["val_loss"] for r in children)
     logged = best.data.metrics["test_acc"]
     assert re.search(rf"re-evaluated on \d+ test images: accuracy {logged:.4f} \(logged: "

@@ -1,7 +1,6 @@
 """The `sweepbook` command line."""
 import argparse
 import functools
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -161,7 +160,6 @@ def cmd_best(args) -> int:
 def cmd_report(args) -> int:
     from sweepbook.report import write_report
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file
     cfg, scope = _scope(args)
     name = f"sweep-{scope.sweep_id}" if scope.sweep_id else safe_name(scope.title)
     output = args.output or Path(cfg.paths.output_dir) / "reports" / f"{name}.html"

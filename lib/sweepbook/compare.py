@@ -1,12 +1,15 @@
 """Runs side by side: which config won, and why. The data behind notebooks/compare.ipynb and
 `sweepbook runs|best|report`."""
+import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
 from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
 
 from sweepbook.naming import ERROR_TAG, ROLE_TAG, SWEEP_TAG
 from sweepbook.run_readers import reader_for
@@ -15,6 +18,7 @@ from sweepbook.sweep_tracking import find_parent
 LATEST = "latest"  # a sweep id meaning: the newest sweep
 DIRECTIONS = ("max", "min")
 CONFIG_ARTIFACT = "config.yaml"  # logged by tracking.TrackedRun.log_config
+PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 KEYED_COLUMNS = ("metrics.", "params.", "tags.")
 MINIMIZED = ("loss", "error", "time", "seconds")  # metric names that get better going down
 
@@ -87,11 +91,17 @@ def load_runs(scope: Scope) -> pd.DataFrame:
     """
     runs = reader_for(scope.tracking_uri).runs(scope.experiment_ids, scope.parent_run_id)
     if f"tags.{ROLE_TAG}" not in runs:
-        return runs
+        return _not_empty(runs, scope)
     runs = runs[runs[f"tags.{ROLE_TAG}"] != "parent"].reset_index(drop=True)
     logged_by_parents_only = [c for c in runs.columns
                               if c.startswith(KEYED_COLUMNS) and runs[c].isna().all()]
-    return runs.drop(columns=logged_by_parents_only)
+    return _not_empty(runs.drop(columns=logged_by_parents_only), scope)
+
+
+def _not_empty(runs: pd.DataFrame, scope: Scope) -> pd.DataFrame:
+    if runs.empty:
+        raise ComparisonError(f"no runs to compare in {scope.title} ({scope.tracking_uri})")
+    return runs
 
 
 def metric_histories(scope: Scope, run_ids: Sequence[str], keys: Sequence[str]) -> pd.DataFrame:
@@ -99,11 +109,36 @@ def metric_histories(scope: Scope, run_ids: Sequence[str], keys: Sequence[str]) 
     return reader_for(scope.tracking_uri).histories(run_ids, keys)
 
 
+@contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """MLflow draws a progress bar on stderr even for one small file."""
+    previous = os.environ.get(PROGRESS_BAR_ENV)
+    os.environ[PROGRESS_BAR_ENV] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[PROGRESS_BAR_ENV]
+        else:
+            os.environ[PROGRESS_BAR_ENV] = previous
+
+
+def read_artifact(scope: Scope, run_id: str, path: str) -> Optional[bytes]:
+    """The bytes of one artifact file of a run, None if it logged no such file."""
+    client = MlflowClient(scope.tracking_uri)
+    folder = path.rpartition("/")[0] or None
+    if path not in {f.path for f in client.list_artifacts(run_id, folder)}:
+        return None
+    with tempfile.TemporaryDirectory() as work, _no_progress_bar():
+        return Path(client.download_artifacts(run_id, path, work)).read_bytes()
+
+
 def run_config(scope: Scope, run_id: str) -> DictConfig:
     """The resolved config a run logged (config.yaml), to rebuild its data split."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = MlflowClient(scope.tracking_uri).download_artifacts(run_id, CONFIG_ARTIFACT, folder)
-        return OmegaConf.load(path)
+    text = read_artifact(scope, run_id, CONFIG_ARTIFACT)
+    if text is None:
+        raise ComparisonError(f"run {run_id} logged no {CONFIG_ARTIFACT}")
+    return OmegaConf.create(text.decode("utf-8"))
 
 
 def metric_names(runs: pd.DataFrame) -> List[str]:

@@ -3,7 +3,6 @@ PNG data, so it can be mailed or attached to a ticket and opened without a serve
 import base64
 import html
 import io
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, Optional, Sequence
@@ -11,7 +10,6 @@ from typing import Dict, Optional, Sequence
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
-from mlflow.tracking import MlflowClient
 
 from sweepbook import compare, compare_plots
 
@@ -19,7 +17,7 @@ CURVE_KEYS = ("val_loss", "val_acc")  # per-epoch histories train.ipynb logs
 BEST_RUN_FIGURE = "figures/confusion_matrix.png"  # logged by train.ipynb
 STYLE = """body{font-family:sans-serif;margin:2em;max-width:80em}
 table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px}
-tr:first-child td{font-weight:bold}img{max-width:100%;display:block;margin:1em 0}"""
+img{max-width:100%;display:block;margin:1em 0}"""
 
 
 def png_data_uri(png: bytes) -> str:
@@ -51,14 +49,6 @@ def comparison_figures(scope: compare.Scope, runs: pd.DataFrame, metric: str,
     return figures
 
 
-def _best_run_png(tracking_uri: str, run_id: str, folder: Path) -> Optional[bytes]:
-    client = MlflowClient(tracking_uri)
-    logged = {f.path for f in client.list_artifacts(run_id, "figures")}
-    if BEST_RUN_FIGURE not in logged:
-        return None
-    return Path(client.download_artifacts(run_id, BEST_RUN_FIGURE, str(folder))).read_bytes()
-
-
 def _section(title: str, body: str) -> str:
     return f"<h2>{html.escape(title)}</h2>\n{body}\n"
 
@@ -67,8 +57,8 @@ def _image(png: bytes, title: str) -> str:
     return f'<img alt="{html.escape(title)}" src="{png_data_uri(png)}">'
 
 
-def render(scope: compare.Scope, runs: pd.DataFrame, metric: str, direction: Optional[str],
-           work_dir: Path) -> str:
+def render(scope: compare.Scope, runs: pd.DataFrame, metric: str,
+           direction: Optional[str]) -> str:
     """The report's HTML text."""
     table = compare.summary_table(runs, metric, direction, extra_metrics=["test_loss"])
     best = compare.best_run(runs, metric, direction)
@@ -82,7 +72,7 @@ def render(scope: compare.Scope, runs: pd.DataFrame, metric: str, direction: Opt
              _section("Runs", table.to_html(float_format=lambda v: f"{v:.4g}"))]
     for figure_title, figure in comparison_figures(scope, runs, metric).items():
         parts.append(_section(figure_title, _image(figure_png(figure), figure_title)))
-    confusion = _best_run_png(scope.tracking_uri, best["run_id"], work_dir)
+    confusion = compare.read_artifact(scope, best["run_id"], BEST_RUN_FIGURE)
     if confusion:
         parts.append(_section("Best run: confusion matrix on the test split",
                               _image(confusion, "confusion matrix")))
@@ -95,8 +85,7 @@ def write_report(scope: compare.Scope, metric: str, direction: Optional[str],
                  path: Path) -> Path:
     """Write the report of `scope`'s runs to `path` (folders created)."""
     runs = compare.load_runs(scope)
-    with tempfile.TemporaryDirectory() as work_dir:
-        text = render(scope, runs, metric, direction, Path(work_dir))
+    text = render(scope, runs, metric, direction)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
