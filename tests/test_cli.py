@@ -70,7 +70,8 @@ def test_best_registers_the_model_and_sets_the_alias(swept, capsys):
     version = MlflowClient(swept.uri).get_model_version_by_alias("digits", "champion")
     assert version.run_id == best.group(1)
     assert "registered digits version 1, alias 'champion' points at it" in out
-    assert "load it with: mlflow.pytorch.load_model('models:/digits@champion')" in out
+    assert (f"load it with: mlflow.set_tracking_uri('{swept.uri}'); "
+            "mlflow.pytorch.load_model('models:/digits@champion')") in out
     assert MlflowClient(swept.uri).get_run(best.group(1)).data.metrics["test_acc"] == \
         pytest.approx(float(best.group(2)), abs=1e-4)
 

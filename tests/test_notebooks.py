@@ -123,12 +123,15 @@ def test_compare_notebook_passes_nbval_on_the_latest_sweep(swept, tmp_path):
 
 
 def test_compare_notebook_under_papermill_ranks_reloads_and_promotes(swept, tmp_path):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": swept.uri}
+    """The store comes from the config here, as for a user: no MLFLOW_TRACKING_URI."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     out = tmp_path / "compare.ipynb"
     done = run([str(BIN / "papermill"), str(COMPARE), str(out), "-p", "sweep_id",
                 swept.sweep_id, "-p", "metric", "val_loss", "-p", "register_as", "digits",
-                "--no-progress-bar"], cwd=tmp_path, env=env)
+                "-p", "overrides", f'["tracking.uri={swept.uri}"]', "--no-progress-bar"],
+               cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert not (tmp_path / "mlflow.db").exists()  # MLflow's cwd-relative default stays unused
     shown = _outputs(out)
     assert f"sweep {swept.sweep_id}: 4 runs in {swept.uri}" in shown
     assert "swept: model.name, optimizer.lr; ranked by val_loss (min)" in shown

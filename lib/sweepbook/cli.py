@@ -152,7 +152,8 @@ def cmd_best(args) -> int:
         promotion = _promote(scope, best, args)
         print(f"registered {promotion.name} version {promotion.version}, alias "
               f"{promotion.alias!r} points at it")
-        print(f"load it with: mlflow.pytorch.load_model({promotion.uri!r})")
+        print(f"load it with: mlflow.set_tracking_uri({scope.tracking_uri!r}); "
+              f"mlflow.pytorch.load_model({promotion.uri!r})")
     return 0
 
 

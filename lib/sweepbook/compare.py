@@ -141,6 +141,18 @@ def run_config(scope: Scope, run_id: str) -> DictConfig:
     return OmegaConf.create(text.decode("utf-8"))
 
 
+def load_model(scope: Scope, run_id: str):
+    """The run's logged nn.Module, on the CPU.
+
+    MLflow resolves `runs:/` through its global tracking URI (a cwd-relative mlflow.db by
+    default), so the scope's store is made that URI first.
+    """
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(scope.tracking_uri)
+    return mlflow.pytorch.load_model(f"runs:/{run_id}/model", map_location="cpu")
+
+
 def metric_names(runs: pd.DataFrame) -> List[str]:
     return [c[len("metrics."):] for c in runs.columns if c.startswith("metrics.")]
 
