@@ -49,7 +49,7 @@ def runs_frame(info: Sequence[tuple], metrics: Sequence[tuple], params: Sequence
 
 
 def _tuples(db, query) -> List[tuple]:
-    """Plain tuples: pandas probes SQLAlchemy rows attribute by attribute, 3x slower."""
+    """Plain tuples: pandas probes SQLAlchemy rows attribute by attribute, 4x slower."""
     return [tuple(row) for row in db.execute(query)]
 
 
