@@ -128,3 +128,16 @@ def test_run_config_and_artifacts_of_a_real_run(swept):
     assert read_artifact(scope, run["run_id"], "figures/confusion_matrix.png").startswith(
         b"\x89PNG")
     assert read_artifact(scope, run["run_id"], "figures/nope.png") is None
+
+
+def test_latest_without_any_sweep_says_how_to_get_one(store, client):
+    make_run(client, client.create_experiment("single"), "one", metrics={"test_acc": [0.5]})
+    with pytest.raises(ComparisonError, match="no sweep in sqlite:///.* yet: run one"):
+        resolve_scope(store, sweep_id="latest")
+
+
+def test_a_run_without_its_config_is_named(store, client):
+    run_id = make_run(client, client.create_experiment("bare"), "no-config")
+    scope = resolve_scope(store, experiment="bare")
+    with pytest.raises(ComparisonError, match=f"run {run_id} logged no config.yaml"):
+        run_config(scope, run_id)
