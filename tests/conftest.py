@@ -12,6 +12,8 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from sweepbook.naming import sqlite_file
+
 matplotlib.use("Agg")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,8 +75,7 @@ def swept_template(tmp_path_factory, store_template) -> Swept:
 @pytest.fixture
 def swept(tmp_path, swept_template, monkeypatch) -> Swept:
     """A copy of the swept store for this test alone (artifacts stay shared, read-only)."""
-    uri = _use_copy(Path(swept_template.uri[len("sqlite:///"):]), tmp_path / "swept",
-                    monkeypatch)
+    uri = _use_copy(sqlite_file(swept_template.uri), tmp_path / "swept", monkeypatch)
     return Swept(uri, swept_template.sweep_id, swept_template.experiment)
 
 

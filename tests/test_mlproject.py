@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sweepbook.naming import sqlite_file
+
 from conftest import ROOT
 
 
@@ -25,7 +27,7 @@ def test_mlflow_run_trains_in_a_child_without_param_clashes(store, client, tmp_p
     assert notebook.data.params["optimizer.lr"] == "0.02"
     assert "overrides" not in notebook.data.params
     assert "test_acc" in notebook.data.metrics
-    store_folder = Path(store[len("sqlite:///"):]).parent
+    store_folder = sqlite_file(store).parent
     assert notebook.info.artifact_uri.startswith((store_folder / "mlartifacts").as_uri())
     assert not (ROOT / "mlruns").exists()
     executed = ROOT / "outputs" / "mlproject" / f"train-{project.info.run_id}.ipynb"

@@ -1,6 +1,7 @@
+from pathlib import Path
 
 from sweepbook.config import compose
-from sweepbook.naming import artifact_root, run_name, safe_name
+from sweepbook.naming import artifact_root, run_name, safe_name, sqlite_file
 
 
 def test_run_name_comes_from_runname_or_overrides():
@@ -22,3 +23,8 @@ def test_artifacts_go_beside_a_sqlite_store_unless_configured(tmp_path):
 def test_safe_names_keep_letters_digits_and_dashes():
     assert safe_name("my exp/1.0") == "my_exp_1.0"
     assert safe_name("") == "experiment"
+
+
+def test_sqlite_file_only_for_sqlite_uris():
+    assert sqlite_file("sqlite:////data/store/mlflow.db") == Path("/data/store/mlflow.db")
+    assert sqlite_file("http://127.0.0.1:5000") is None

@@ -8,6 +8,7 @@ import yaml
 
 from sweepbook.config import compose
 from sweepbook.models import MLP
+from sweepbook.naming import sqlite_file
 from sweepbook.params import REDACTED, config_params
 from sweepbook.tracking import start_run
 
@@ -52,7 +53,7 @@ def test_experiment_is_created_once_with_artifacts_beside_the_store(cfg, client,
         with start_run(cfg):
             pass
     experiment = client.get_experiment_by_name(cfg.expname)
-    store_folder = Path(store[len("sqlite:///"):]).parent
+    store_folder = sqlite_file(store).parent
     assert experiment.artifact_location == (store_folder / "mlartifacts" / "debug").as_uri()
     assert len(client.search_runs([experiment.experiment_id])) == 2
 

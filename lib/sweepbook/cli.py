@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from sweepbook.config import ConfigError, compose, overrides_from_env
-from sweepbook.naming import SQLITE_PREFIX, safe_name
+from sweepbook.naming import safe_name, sqlite_file
 from sweepbook.workers import ENGINES
 
 EXIT_BAD_INPUT = 2
@@ -185,7 +185,8 @@ def _existing_experiment_id(uri: str, name: str) -> Optional[str]:
 
     if uri.startswith(("http:", "https:")):
         return None  # the UI of a server is that server's own page
-    if uri.startswith(SQLITE_PREFIX) and not Path(uri[len(SQLITE_PREFIX):]).is_file():
+    database = sqlite_file(uri)
+    if database and not database.is_file():
         return None  # no store yet: don't create one just to look
     experiment = MlflowClient(uri).get_experiment_by_name(name)
     return experiment.experiment_id if experiment else None

@@ -11,6 +11,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from sweepbook.execute import find_run
 from sweepbook.naming import ERROR_TAG, ROLE_TAG, SWEEP_TAG
 from sweepbook.run_readers import reader_for
 from sweepbook.sweep_tracking import find_parent
@@ -48,11 +49,9 @@ def _experiment_ids(client: MlflowClient, name: str) -> List[str]:
 def _sweep_parent(client: MlflowClient, sweep_id: str, experiment: Optional[str]):
     if sweep_id != LATEST:
         return find_parent(client, sweep_id)
-    experiments = (_experiment_ids(client, experiment) if experiment else
-                   [e.experiment_id for e in client.search_experiments()])
-    newest = client.search_runs(experiments, f"tags.`{ROLE_TAG}` = 'parent'", max_results=1,
-                                order_by=["attributes.start_time DESC"])
-    return newest[0] if newest else None
+    experiments = _experiment_ids(client, experiment) if experiment else None
+    return find_run(client, f"tags.`{ROLE_TAG}` = 'parent'", experiments,
+                    order_by=["attributes.start_time DESC"])
 
 
 def resolve_scope(tracking_uri: str, experiment: Optional[str] = None,

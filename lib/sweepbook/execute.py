@@ -28,10 +28,14 @@ def prepare_store(cfg) -> MlflowClient:
     return client
 
 
-def find_run(client: MlflowClient, filter_string: str) -> Optional[Run]:
-    """The first run matching `filter_string`, in any experiment of the store."""
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(experiments, filter_string=filter_string, max_results=1)
+def find_run(client: MlflowClient, filter_string: str,
+             experiment_ids: Optional[List[str]] = None,
+             order_by: Optional[List[str]] = None) -> Optional[Run]:
+    """The first run matching `filter_string` (in `order_by`), in `experiment_ids` or any
+    experiment of the store."""
+    experiments = experiment_ids or [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, filter_string=filter_string, max_results=1,
+                              order_by=order_by)
     return runs[0] if runs else None
 
 

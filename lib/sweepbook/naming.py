@@ -19,6 +19,11 @@ def safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "experiment"
 
 
+def sqlite_file(uri: str) -> Optional[Path]:
+    """The database file of a `sqlite:///` tracking URI; None for any other store."""
+    return Path(uri[len(SQLITE_PREFIX):]) if uri.startswith(SQLITE_PREFIX) else None
+
+
 def artifact_root(uri: str, cfg) -> Optional[str]:
     """tracking.artifact_root, else a folder `mlartifacts` beside a SQLite store's file.
 
@@ -26,9 +31,8 @@ def artifact_root(uri: str, cfg) -> Optional[str]:
     """
     if cfg.tracking.artifact_root:
         return str(Path(cfg.tracking.artifact_root).expanduser().resolve())
-    if uri.startswith(SQLITE_PREFIX):
-        return str(Path(uri[len(SQLITE_PREFIX):]).parent / "mlartifacts")
-    return None
+    database = sqlite_file(uri)
+    return str(database.parent / "mlartifacts") if database else None
 
 
 def run_name(cfg, overrides: Iterable[str]) -> str:

@@ -94,7 +94,8 @@ class _Launch:
 def _execute(recorder, launch: _Launch, pool: JobProcesses, jobs: List[Job],
              result: SweepResult, quiet: bool) -> None:
     by_index = {job.index: job for job in jobs}
-    queue = [job for job in jobs if job.index not in {r.index for r in result.results}]
+    done = {r.index for r in result.results}  # skipped: finished by an earlier attempt
+    queue = [job for job in jobs if job.index not in done]
     bar = _progress(len(jobs), len(result.results), quiet, recorder.sweep_id)
 
     def start(job: Job) -> None:
