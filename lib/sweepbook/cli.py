@@ -1,16 +1,19 @@
 """The `sweepbook` command line."""
 import argparse
 import functools
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import List, Optional
 
-from sweepbook.config import ConfigError, compose, overrides_from_env
-from sweepbook.naming import safe_name, sqlite_file
-from sweepbook.workers import ENGINES
+from sweepbook.config import ConfigError, compose, importable_from, overrides_from_env
+from sweepbook.executors.local import ENGINES
+from sweepbook.tracking.location import sqlite_file
+from sweepbook.tracking.record import safe_name
 
 EXIT_BAD_INPUT = 2
+TELEMETRY_ENV = "MLFLOW_DISABLE_TELEMETRY"  # offline machines: MLflow must not phone home
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
@@ -21,9 +24,6 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
 def _print_run_summary(execution) -> None:
     run = execution.run
     print(f"executed notebook: {execution.notebook}")
-    if run is None:
-        print("no MLflow run was recorded")
-        return
     print(f"run id: {run.info.run_id} ({run.info.status})")
     if "test_acc" in run.data.metrics:
         print(f"test accuracy: {run.data.metrics['test_acc']:.4f}")
@@ -31,15 +31,16 @@ def _print_run_summary(execution) -> None:
 
 
 def cmd_run(args) -> int:
-    from sweepbook.execute import run_notebook
+    from sweepbook.executors.job import run_notebook
+    from sweepbook.notebook import inspect
 
-    if not Path(args.notebook).is_file():
-        return _fail(f"notebook {args.notebook!r} not found")
     try:
-        cfg = compose(args.overrides + overrides_from_env())  # what the notebook will compose
+        notebook = inspect(args.notebook)
+        with importable_from(notebook.path.parent):  # what the notebook composes
+            cfg = compose(args.overrides + overrides_from_env(), notebook.config_name)
     except ConfigError as error:
-        return _fail(f"invalid overrides {args.overrides}:\n{error}")
-    execution = run_notebook(Path(args.notebook), cfg, args.overrides, args.output,
+        return _fail(f"invalid overrides {args.overrides} for {args.notebook}:\n{error}")
+    execution = run_notebook(notebook.path, cfg, args.overrides, args.output,
                              progress=not args.quiet)
     _print_run_summary(execution)
     if execution.error is not None:
@@ -64,8 +65,8 @@ def _print_sweep_summary(result) -> None:
 
 
 def cmd_sweep(args) -> int:
-    from sweepbook.jobs import SweepDefinitionError
-    from sweepbook.sweeps import run_sweep
+    from sweepbook.sweep.driver import run_sweep
+    from sweepbook.sweep.plan import SweepDefinitionError
 
     if not args.resume and not args.notebook:
         return _fail("give a notebook to sweep, or --resume SWEEP_ID")
@@ -73,7 +74,7 @@ def cmd_sweep(args) -> int:
         result = run_sweep(args.notebook, args.overrides, sweep_file=args.sweep_file,
                            workers=args.workers, engine=args.engine, timeout=args.timeout,
                            resume=args.resume, metric=args.metric, quiet=args.quiet)
-    except SweepDefinitionError as error:
+    except (SweepDefinitionError, ConfigError) as error:
         return _fail(str(error))
     _print_sweep_summary(result)
     if result.interrupted:
@@ -86,7 +87,7 @@ def _reports_user_errors(command):
     @functools.wraps(command)
     def run(args) -> int:
         from sweepbook.compare import ComparisonError
-        from sweepbook.registry import RegistryError
+        from sweepbook.compare.registry import RegistryError
 
         try:
             return command(args)
@@ -99,7 +100,7 @@ def _scope(args):
     """The store from the config (MLFLOW_TRACKING_URI wins), the runs from the options."""
     from sweepbook.compare import scope_for
 
-    cfg = compose(args.overrides)
+    cfg = compose(args.overrides, check_targets=False)
     return cfg, scope_for(cfg, args.experiment, args.sweep)
 
 
@@ -126,7 +127,7 @@ def cmd_runs(args) -> int:
 
 
 def _promote(scope, best, args):
-    from sweepbook.registry import promote
+    from sweepbook.compare.registry import promote
 
     value = best[f"metrics.{args.metric}"]
     tags = {"metric": args.metric, args.metric: f"{value:.6g}", "compared": scope.title}
@@ -137,7 +138,7 @@ def _promote(scope, best, args):
 @_reports_user_errors
 def cmd_best(args) -> int:
     from sweepbook.compare import best_run, load_runs, swept_params
-    from sweepbook.registry import check_names
+    from sweepbook.compare.registry import check_names
 
     if args.register:
         check_names(args.register, args.alias)
@@ -159,7 +160,7 @@ def cmd_best(args) -> int:
 
 @_reports_user_errors
 def cmd_report(args) -> int:
-    from sweepbook.report import write_report
+    from sweepbook.compare.report import write_report
 
     cfg, scope = _scope(args)
     name = f"sweep-{scope.sweep_id}" if scope.sweep_id else safe_name(scope.title)
@@ -194,7 +195,7 @@ def _existing_experiment_id(uri: str, name: str) -> Optional[str]:
 
 def cmd_ui(args) -> int:
     try:
-        cfg = compose(args.overrides)
+        cfg = compose(args.overrides, check_targets=False)
     except ConfigError as error:
         return _fail(str(error))
     url = f"http://{args.host}:{args.port}"
@@ -266,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    os.environ.setdefault(TELEMETRY_ENV, "true")  # this process and the kernels it starts
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -1,33 +1,69 @@
-"""Config composition: Hydra's compose API, safe to call from any cwd, any number of times."""
+"""Config composition: Hydra's compose API, safe to call from any cwd, any number of times.
+
+    cfg = compose(["model=mlp"], config_name="train")   # conf/train.yaml
+
+The composed config is plain YAML (the user's keys welcome), resolved, with the sections
+sweepbook reads typed and range-checked (schema.py) and every `_target_` checked against its
+target (targets.py). `composition(cfg)` tells which config, overrides and group options made it,
+so a run records exactly what built its config.
+"""
+import contextlib
+import importlib.util
 import os
 import shlex
+import sys
+import weakref
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Iterable, List, Sequence, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import yaml
-
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.errors import HydraException, OverrideParseException
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from sweepbook.schema import register_schema
+from sweepbook.schema import RunSettings, settings_problems
 
 ROOT_ENV = "SWEEPBOOK_ROOT"  # project root for installed use (holds conf/ and notebooks/)
 OVERRIDES_ENV = "SWEEPBOOK_OVERRIDES"  # extra overrides for runs that take no parameters (nbval)
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
-PRIMARY_CONFIG = "train"
+DEFAULT_CONFIG = "train"
+RESOLVERS_FILE = "resolvers.py"  # conf/resolvers.py: the one home of custom OmegaConf resolvers
 VERSION_BASE = "1.3"
 
 
 class ConfigError(ValueError):
-    """A config that cannot be composed: bad override, unknown option, wrong type."""
+    """A config that cannot be composed: bad override, unknown option, wrong type or range."""
+
+
+@dataclass(frozen=True)
+class Composition:
+    """How a config was made: what a run records as its origin."""
+    config_name: str  # the primary config, conf/<config_name>.yaml
+    overrides: Tuple[str, ...]  # the Hydra overrides, in order
+    choices: Dict[str, str]  # config group -> chosen option ('model' -> 'mlp')
+
+
+_COMPOSED: Dict[int, Tuple[weakref.ref, Composition]] = {}
+
+
+def composition(cfg) -> Optional[Composition]:
+    """How `cfg` was composed; None for a config compose() did not make."""
+    ref, made = _COMPOSED.get(id(cfg), (None, None))
+    return made if ref is not None and ref() is cfg else None
+
+
+def _remember(cfg: DictConfig, made: Composition) -> None:
+    key = id(cfg)
+    _COMPOSED[key] = (weakref.ref(cfg, lambda _: _COMPOSED.pop(key, None)), made)
 
 
 def _has_config(root: Path) -> bool:
-    return (root / "conf" / f"{PRIMARY_CONFIG}.yaml").is_file()
+    return (root / "conf").is_dir() and any((root / "conf").glob("*.yaml"))
 
 
 def project_root() -> Path:
@@ -35,20 +71,25 @@ def project_root() -> Path:
     if os.environ.get(ROOT_ENV):
         root = Path(os.environ[ROOT_ENV]).expanduser().resolve()
         if not _has_config(root):
-            raise ConfigError(f"{ROOT_ENV}={root} holds no conf/{PRIMARY_CONFIG}.yaml")
+            raise ConfigError(f"{ROOT_ENV}={root} holds no conf/ folder with a primary config")
         return root
     checkout = Path(__file__).resolve().parents[2]
     for candidate in (checkout, Path.cwd(), *Path.cwd().parents):
         if _has_config(candidate):
             return candidate
     raise ConfigError(
-        f"cannot find conf/{PRIMARY_CONFIG}.yaml from {Path.cwd()}; "
+        f"cannot find a conf/ folder with a primary config from {Path.cwd()}; "
         f"set {ROOT_ENV} to the sweepbook project folder"
     )
 
 
 def config_dir() -> Path:
     return project_root() / "conf"
+
+
+def config_names() -> List[str]:
+    """The primary configs: the YAML files directly in conf/."""
+    return sorted(path.stem for path in config_dir().glob("*.yaml"))
 
 
 def as_override_list(value: Union[None, str, Sequence[str]]) -> List[str]:
@@ -77,9 +118,23 @@ def overrides_from_env() -> List[str]:
     return shlex.split(os.environ.get(OVERRIDES_ENV, ""))
 
 
-def _register_resolvers() -> None:
+_LOADED_RESOLVERS: set = set()
+
+
+def load_resolvers() -> None:
+    """Run conf/resolvers.py once per process: the user's custom resolvers, registered with
+    OmegaConf.register_new_resolver, work wherever sweepbook composes (notebook, run, sweep
+    validation, jobs)."""
     if not OmegaConf.has_resolver("sweepbook_root"):
         OmegaConf.register_new_resolver("sweepbook_root", lambda: str(project_root()))
+    path = config_dir() / RESOLVERS_FILE
+    if path.is_file() and str(path) not in _LOADED_RESOLVERS:
+        spec = importlib.util.spec_from_file_location("sweepbook_user_resolvers", path)
+        try:
+            spec.loader.exec_module(importlib.util.module_from_spec(spec))
+        except Exception as error:
+            raise ConfigError(f"{path} failed: {type(error).__name__}: {error}") from error
+        _LOADED_RESOLVERS.add(str(path))
 
 
 def _check_overrides(overrides: List[str]) -> None:
@@ -102,26 +157,99 @@ def _explain(error: Exception, overrides: List[str]) -> str:
     return "\n".join(p for p in parts if p)
 
 
+@contextlib.contextmanager
+def _hydra_config(full: DictConfig) -> Iterator[None]:
+    """`${hydra:runtime.choices.model}` resolves from Hydra's singleton, which compose() leaves
+    unset: set it while resolving, then put back what was there."""
+    singleton = HydraConfig.instance()
+    previous = singleton.cfg
+    singleton.set_config(full)
+    try:
+        yield
+    finally:
+        singleton.cfg = previous
+
+
+def _compose_yaml(config_name: str, overrides: List[str]) -> DictConfig:
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base=VERSION_BASE):
+            return hydra_compose(config_name=config_name, overrides=overrides,
+                                 return_hydra_config=True)
+    except MissingConfigException as error:
+        if error.missing_cfg_file != config_name:
+            raise
+        raise ConfigError(f"no primary config {config_name!r} in {config_dir()}; "
+                          f"valid: {', '.join(config_names())}") from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _resolve(full: DictConfig) -> Tuple[DictConfig, Dict[str, str]]:
+    """The user's config without Hydra's own node, resolved; and the chosen group options."""
+    choices = {group: str(option) for group, option in full.hydra.runtime.choices.items()
+               if not group.startswith("hydra/") and option is not None}
+    with _hydra_config(full):
+        with open_dict(full):
+            del full["hydra"]
+        missing = sorted(OmegaConf.missing_keys(full))
+        if missing:
+            raise ConfigError(f"{', '.join(missing)}: mandatory value missing (???); give it "
+                              f"a value, e.g. {missing[0]}=...")
+        OmegaConf.resolve(full)
+    return full, choices
+
+
 def _apply_environment(cfg: DictConfig) -> None:
     """MLFLOW_TRACKING_URI wins over tracking.uri, so the config shows the store really used."""
     if os.environ.get(TRACKING_URI_ENV):
         cfg.tracking.uri = os.environ[TRACKING_URI_ENV]
 
 
-def compose(overrides: Iterable[str] = ()) -> DictConfig:
-    """Compose conf/train.yaml with Hydra overrides, validated against the schema and resolved."""
+def _apply_schema(cfg: DictConfig) -> None:
+    """Type the sections sweepbook reads (absent ones get their defaults) and check ranges."""
+    present = {spec.name: cfg[spec.name] for spec in fields(RunSettings) if spec.name in cfg}
+    typed = OmegaConf.merge(OmegaConf.structured(RunSettings), present)
+    problems = settings_problems(OmegaConf.to_object(typed))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    with open_dict(cfg):
+        for spec in fields(RunSettings):
+            if spec.name in cfg or typed[spec.name] is not None:
+                cfg[spec.name] = typed[spec.name]
+
+
+@contextlib.contextmanager
+def importable_from(folder: Optional[Path]) -> Iterator[None]:
+    """Modules next to a notebook import as they do in its kernel; sys.path is restored."""
+    if folder is None:
+        yield
+        return
+    sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(folder))
+
+
+def compose(overrides: Iterable[str] = (), config_name: str = DEFAULT_CONFIG,
+            check_targets: bool = True) -> DictConfig:
+    """Compose conf/<config_name>.yaml with Hydra overrides: resolved and validated.
+
+    `check_targets=False` skips importing the `_target_`s, for readers that only need the store.
+    """
     overrides = list(overrides)
     _check_overrides(overrides)
-    register_schema()
-    _register_resolvers()
-    GlobalHydra.instance().clear()
+    load_resolvers()
     try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base=VERSION_BASE):
-            cfg = hydra_compose(config_name=PRIMARY_CONFIG, overrides=overrides)
-        OmegaConf.resolve(cfg)
+        cfg, choices = _resolve(_compose_yaml(config_name, overrides))
         _apply_environment(cfg)
-    except (HydraException, OmegaConfBaseException, ValueError) as error:
+        _apply_schema(cfg)
+    except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(_explain(error, overrides)) from error
-    finally:
-        GlobalHydra.instance().clear()
+    if check_targets:
+        from sweepbook.targets import check_targets as check
+
+        check(cfg)
+    _remember(cfg, Composition(config_name, tuple(overrides), choices))
     return cfg

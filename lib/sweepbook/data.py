@@ -1,12 +1,16 @@
-"""Datasets as in-memory tensors: scikit-learn's digits (offline default) and torchvision's."""
+"""Datasets as in-memory tensors: scikit-learn's digits and diabetes (offline defaults) and
+torchvision's. Each loader is a `_target_` for the `data` config group: its annotated
+parameters are what validation checks before any job runs."""
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Literal, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from sweepbook.schema import Fraction, PositiveInt
 
 TORCHVISION_DATASETS = {"fashion_mnist": "FashionMNIST", "mnist": "MNIST"}
 IDX_FILES = (
@@ -23,8 +27,8 @@ class DatasetNotFound(FileNotFoundError):
 
 @dataclass
 class Split:
-    x: Tensor  # float images, shape (n, 1, height, width), scaled to [0, 1]
-    y: Tensor  # int64 class labels, shape (n,)
+    x: Tensor  # float inputs: images (n, 1, height, width) in [0, 1], or features (n, k)
+    y: Tensor  # int64 class labels, or float targets for regression, shape (n,)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -38,7 +42,7 @@ class Dataset:
     train: Split
     val: Split
     test: Split
-    classes: List[str]
+    classes: List[str]  # class names; empty for regression
 
     @property
     def input_shape(self) -> Tuple[int, ...]:
@@ -57,29 +61,73 @@ def _split_off(split: Split, fraction: float, seed: int) -> Tuple[Split, Split]:
     return Split(split.x[keep], split.y[keep]), Split(split.x[held], split.y[held])
 
 
-def _digits_table() -> np.ndarray:
-    """scikit-learn's digits file: 1,797 rows of 64 pixels (0-16) and the label.
-
-    Read directly when found: importing sklearn.datasets costs ~0.9 s per process.
-    """
+def _bundled_table(name: str) -> Optional[np.ndarray]:
+    """A data file scikit-learn ships, read directly: importing sklearn.datasets costs ~0.9 s
+    per process. None when this scikit-learn keeps it elsewhere."""
     spec = importlib.util.find_spec("sklearn")
-    packaged = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
-    if packaged.is_file():
-        return np.loadtxt(packaged, delimiter=",")
+    packaged = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / name
+    if not packaged.is_file():
+        return None
+    return np.loadtxt(packaged, delimiter="," if name.startswith("digits") else None)
+
+
+def _digits_table() -> np.ndarray:
+    """scikit-learn's digits: 1,797 rows of 64 pixels (0-16) and the label."""
+    table = _bundled_table("digits.csv.gz")
+    if table is not None:
+        return table
     from sklearn.datasets import load_digits as sklearn_digits
 
     bunch = sklearn_digits()
     return np.column_stack([bunch.data, bunch.target])
 
 
-def load_digits(val_fraction: float, test_fraction: float, seed: int) -> Dataset:
-    """scikit-learn's bundled 8x8 digits (1,797 images), split deterministically by seed."""
+def _three_way(everything: Split, val_fraction: float, test_fraction: float,
+               seed: int) -> Tuple[Split, Split, Split]:
+    """Train, validation and test splits, by seed; the fractions are of the whole."""
+    if val_fraction + test_fraction >= 1:
+        raise ValueError(f"val_fraction + test_fraction = {val_fraction + test_fraction:g} "
+                         "leaves no training data: keep the sum below 1")
+    rest, test = _split_off(everything, test_fraction, seed)
+    train, val = _split_off(rest, val_fraction / (1.0 - test_fraction), seed + 1)
+    return train, val, test
+
+
+def load_digits(seed: int, val_fraction: Fraction = 0.1, test_fraction: Fraction = 0.1,
+                limit: Optional[PositiveInt] = None) -> Dataset:
+    """scikit-learn's bundled 8x8 digits (1,797 images), split deterministically by seed;
+    `limit` keeps only that many training images (smoke runs)."""
     table = _digits_table()
     images = torch.tensor(table[:, :64], dtype=torch.float32).view(-1, 1, 8, 8) / 16.0
     everything = Split(images, torch.tensor(table[:, 64], dtype=torch.int64))
-    rest, test = _split_off(everything, test_fraction, seed)
-    train, val = _split_off(rest, val_fraction / (1.0 - test_fraction), seed + 1)
-    return Dataset(train, val, test, [str(d) for d in range(10)])
+    train, val, test = _three_way(everything, val_fraction, test_fraction, seed)
+    return Dataset(train.head(limit), val, test, [str(d) for d in range(10)])
+
+
+def _diabetes_table() -> Tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's diabetes: 442 patients, 10 raw features, disease progression a year on."""
+    features, target = _bundled_table("diabetes_data_raw.csv.gz"), _bundled_table(
+        "diabetes_target.csv.gz")
+    if features is not None and target is not None:
+        return features, target
+    from sklearn.datasets import load_diabetes as sklearn_diabetes
+
+    bunch = sklearn_diabetes(scaled=False)
+    return bunch.data, bunch.target
+
+
+def load_diabetes(seed: int, val_fraction: Fraction = 0.15, test_fraction: Fraction = 0.15,
+                  limit: Optional[PositiveInt] = None) -> Dataset:
+    """scikit-learn's bundled diabetes regression data, split by seed; features standardized
+    with the training split's statistics, the target left in its own units."""
+    features, target = _diabetes_table()
+    everything = Split(torch.tensor(features, dtype=torch.float32),
+                       torch.tensor(target, dtype=torch.float32))
+    train, val, test = _three_way(everything, val_fraction, test_fraction, seed)
+    train = train.head(limit)
+    mean, std = train.x.mean(0), train.x.std(0).clamp_min(1e-6)
+    scaled = [Split((split.x - mean) / std, split.y) for split in (train, val, test)]
+    return Dataset(*scaled, classes=[])
 
 
 def _missing_files_message(name: str, root: Path) -> str:
@@ -104,29 +152,22 @@ def _torchvision_split(name: str, root: Path, train: bool, download: bool):
                               f"{error}") from error
 
 
-def load_torchvision(name: str, root: Path, val_fraction: float, seed: int,
+def load_torchvision(name: Literal["fashion_mnist", "mnist"], root: str, seed: int,
+                     val_fraction: Fraction = 0.1, limit: Optional[PositiveInt] = None,
                      download: bool = False) -> Dataset:
     """FashionMNIST or MNIST from <root>/<Name>/raw/ IDX files; official test split."""
-    train_set = _torchvision_split(name, root, True, download)
-    test_set = _torchvision_split(name, root, False, False)
+    train_set = _torchvision_split(name, Path(root), True, download)
+    test_set = _torchvision_split(name, Path(root), False, False)
     to_split = lambda ds: Split(ds.data.unsqueeze(1).float() / 255.0, ds.targets.long())
     train, val = _split_off(to_split(train_set), val_fraction, seed)
-    return Dataset(train, val, to_split(test_set), list(train_set.classes))
+    return Dataset(train.head(limit), val, to_split(test_set), list(train_set.classes))
 
 
-def load_dataset(data_cfg, data_dir: str, seed: int) -> Dataset:
-    """The dataset a config's `data` group names, training split capped by `data.limit`."""
-    name = str(getattr(data_cfg.name, "value", data_cfg.name))
-    if name == "digits":
-        dataset = load_digits(data_cfg.val_fraction, data_cfg.test_fraction, seed)
-    elif name in TORCHVISION_DATASETS:
-        dataset = load_torchvision(name, Path(data_dir), data_cfg.val_fraction, seed,
-                                   data_cfg.download)
-    else:
-        valid = ", ".join(["digits", *TORCHVISION_DATASETS])
-        raise ValueError(f"unknown dataset {name!r}; valid: {valid}")
-    dataset.train = dataset.train.head(data_cfg.limit)
-    return dataset
+def load_dataset(data_cfg, seed: int) -> Dataset:
+    """The dataset a config's `data` node names (`_target_` and its keys), split by `seed`."""
+    from hydra.utils import instantiate
+
+    return instantiate(data_cfg, seed=seed)
 
 
 def batches(split: Split, batch_size: int, shuffle: bool = False,

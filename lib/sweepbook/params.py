@@ -4,10 +4,13 @@ from typing import Any, Dict, List, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
+from sweepbook.config import composition
+
 REDACTED = "***"
 SECRET_KEY = re.compile(
     r"pass(word|wd|phrase)?|token|secret|api[_-]?key|credential|private[_-]?key|auth", re.I
 )
+BUILD_FLAGS = ("_partial_", "_recursive_", "_convert_")  # instantiate flags, not config
 SECRET_IN_URI = re.compile(r"(?<=://)([^/@:]+):([^/@]+)@")
 
 
@@ -35,14 +38,14 @@ def redact(tree: Any, key: str = "") -> Any:
 
 
 def to_container(cfg: Any) -> Any:
-    """A plain, resolved dict (enums as their names) from a DictConfig or mapping."""
+    """A plain, resolved dict from a DictConfig or mapping."""
     if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        return OmegaConf.to_container(cfg, resolve=True)
     return cfg
 
 
 def flatten(tree: Mapping, prefix: str = "") -> Dict[str, Any]:
-    """{'model': {'name': 'cnn'}} -> {'model.name': 'cnn'}; lists stay whole values."""
+    """{'model': {'hidden': 8}} -> {'model.hidden': 8}; lists stay whole values."""
     flat: Dict[str, Any] = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
@@ -54,8 +57,15 @@ def flatten(tree: Mapping, prefix: str = "") -> Dict[str, Any]:
 
 
 def config_params(cfg: Any) -> Dict[str, str]:
-    """The flattened, redacted config as MLflow params (string values)."""
-    return {k: str(v) for k, v in flatten(redact(to_container(cfg))).items()}
+    """The flattened, redacted config as MLflow params (string values), plus each config
+    group's chosen option under the group's name ('model': 'mlp'), as overrides write it.
+
+    Hydra's instantiate flags (`_partial_`, ...) say how to build, not what: left out.
+    """
+    made = composition(cfg)
+    flat = flatten(redact(to_container(cfg)))
+    params = {k: str(v) for k, v in flat.items() if k.rsplit(".", 1)[-1] not in BUILD_FLAGS}
+    return {**(made.choices if made else {}), **params}
 
 
 def redact_overrides(overrides: List[str]) -> List[str]:

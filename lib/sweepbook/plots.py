@@ -15,7 +15,7 @@ def _smooth(values: Sequence[float], window: int) -> np.ndarray:
 
 
 def learning_curves(history: History) -> Figure:
-    """Training loss per step (raw and smoothed), validation loss and accuracy per epoch."""
+    """Training loss per step (raw and smoothed), validation loss and score per epoch."""
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
     steps_per_epoch = len(history.train_loss) / max(1, len(history.val_loss))
     steps = np.arange(len(history.train_loss)) / steps_per_epoch
@@ -24,10 +24,11 @@ def learning_curves(history: History) -> Figure:
     loss_ax.plot(steps[len(steps) - len(smooth):], smooth, label="train (smoothed)")
     epochs = np.arange(1, len(history.val_loss) + 1)
     loss_ax.plot(epochs, history.val_loss, "o-", label="validation")
-    loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="Loss", yscale="log")
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="Loss", yscale="log")
     loss_ax.legend()
-    acc_ax.plot(epochs, history.val_acc, "o-", color="tab:green")
-    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="Validation accuracy")
+    acc_ax.plot(epochs, history.val_score, "o-", color="tab:green")
+    acc_ax.set(xlabel="epoch", ylabel=history.score_name,
+               title=f"Validation {history.score_name}")
     fig.tight_layout()
     return fig
 

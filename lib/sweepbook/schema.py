@@ -1,69 +1,58 @@
-"""Structured-config schema: Hydra validates every composed config against it.
+"""What sweepbook itself reads from a config, typed and range-checked before any work starts.
 
-Plain YAML would accept ``training.epochs=abc``; these dataclasses make Hydra reject it
-with the key and the expected type before any work starts.
+Everything else belongs to the user: model, data and optimizer options are `_target_` configs
+(checked against their targets' signatures, see targets.py), and any key may be added. The
+sections below are sweepbook's: the run's identity, where files go, how it is tracked, and
+the training loop. A wrong type or a value out of range fails with the key's name.
+
+`Range` is also the way a user's own class states its ranges: annotate a constructor
+parameter `hidden: Annotated[int, Range(ge=1)]` (or use `PositiveInt`, `Fraction`, ...) and
+validation refuses `model.hidden=0` before any job runs.
 """
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import Optional
+import operator
+import re
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Annotated, Any, Iterator, List, Optional, Tuple
 
-from hydra.core.config_store import ConfigStore
-
-
-class DatasetName(str, Enum):
-    digits = "digits"
-    fashion_mnist = "fashion_mnist"
-    mnist = "mnist"
+_TESTS = {"ge": (">=", operator.ge), "gt": (">", operator.gt), "le": ("<=", operator.le),
+          "lt": ("<", operator.lt)}
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # what select_device understands
 
 
-class ModelName(str, Enum):
-    cnn = "cnn"
-    mlp = "mlp"
-    resnet18 = "resnet18"
+@dataclass(frozen=True)
+class Range:
+    """Bounds of a number: ge/le inclusive, gt/lt exclusive."""
+    ge: Optional[float] = None
+    gt: Optional[float] = None
+    le: Optional[float] = None
+    lt: Optional[float] = None
+
+    def problem(self, value: Any) -> Optional[str]:
+        """Why `value` is out of range, or None when it fits (non-numbers are not judged)."""
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        bounds = {name: getattr(self, name) for name in _TESTS if getattr(self, name) is not None}
+        if all(_TESTS[name][1](value, bound) for name, bound in bounds.items()):
+            return None
+        return "must be " + " and ".join(f"{_TESTS[name][0]} {bound}"
+                                         for name, bound in bounds.items())
 
 
-class OptimizerName(str, Enum):
-    adam = "adam"
-    sgd = "sgd"
+PositiveInt = Annotated[int, Range(ge=1)]
+PositiveFloat = Annotated[float, Range(gt=0)]
+NonNegativeFloat = Annotated[float, Range(ge=0)]
+Fraction = Annotated[float, Range(gt=0, lt=1)]  # a share strictly between 0 and 1
+
+
+def _bounded(default: Any, **bounds: float) -> Any:
+    return field(default=default, metadata={"range": Range(**bounds)})
 
 
 @dataclass
 class PathsConfig:
     root_dir: str = "."  # project root; conf/paths sets it to an absolute path
-    data_dir: str = "data"  # where torchvision datasets live (<data_dir>/FashionMNIST/raw/...)
+    data_dir: str = "data"  # where datasets live (<data_dir>/FashionMNIST/raw/...)
     output_dir: str = "outputs"  # per-run local files: <output_dir>/<expname>/<run_id>/
-
-
-@dataclass
-class DataConfig:
-    name: DatasetName = DatasetName.digits  # which dataset
-    val_fraction: float = 0.1  # share of the training data held out for validation
-    test_fraction: float = 0.1  # share held out for test (digits only; torchvision has its own)
-    limit: Optional[int] = None  # keep only this many training samples (smoke runs)
-    download: bool = False  # let torchvision download missing files (needs internet)
-
-
-@dataclass
-class ModelConfig:
-    name: ModelName = ModelName.cnn  # which architecture
-    channels: int = 16  # cnn: channels of the first conv layer (the second has twice as many)
-    hidden: int = 128  # mlp: width of the hidden layer
-
-
-@dataclass
-class OptimizerConfig:
-    name: OptimizerName = OptimizerName.adam  # which torch.optim optimizer
-    lr: float = 0.005  # learning rate
-    momentum: float = 0.0  # sgd only
-    weight_decay: float = 0.0  # L2 penalty
-
-
-@dataclass
-class TrainingConfig:
-    epochs: int = 20  # passes over the training data
-    batch_size: int = 64  # samples per optimizer step
-    device: str = "auto"  # auto picks cuda, then mps, then cpu
-    progress: bool = True  # show a progress bar (notebook-aware)
 
 
 @dataclass
@@ -72,24 +61,47 @@ class TrackingConfig:
     artifact_root: Optional[str] = None  # None: beside the SQLite file, or the server's choice
     log_model: bool = True  # log the trained model with mlflow.pytorch
     system_metrics: bool = False  # record CPU/memory/GPU usage while the run is open
-    system_metrics_interval: float = 1.0  # seconds between system-metric samples
-    flush_interval: float = 5.0  # seconds metrics may wait in the buffer before a write
-    flush_size: int = 1000  # buffered metrics that force a write (MLflow's batch limit)
+    system_metrics_interval: float = _bounded(1.0, gt=0)  # seconds between samples
+    flush_interval: float = _bounded(5.0, ge=0)  # seconds metrics may wait before a write
+    flush_size: int = _bounded(1000, ge=1)  # buffered metrics that force a write
 
 
 @dataclass
-class TrainConfig:
+class TrainingConfig:
+    epochs: int = _bounded(20, ge=1)  # passes over the training data
+    batch_size: int = _bounded(64, ge=1)  # samples per optimizer step
+    device: str = "auto"  # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps
+    progress: bool = True  # show a progress bar (notebook-aware)
+
+
+@dataclass
+class RunSettings:
+    """The keys sweepbook reads from every primary config; absent ones take these defaults."""
     expname: str = "sweepbook"  # MLflow experiment
     runname: str = ""  # MLflow run name; empty: named from the overrides
-    seed: int = 0  # seeds python, numpy and torch, and the data split
+    seed: int = _bounded(0, ge=0, lt=2**32)  # seeds python, numpy and torch, and data splits
     paths: PathsConfig = field(default_factory=PathsConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    training: Optional[TrainingConfig] = None  # sweepbook's training loop, when a config has one
 
 
-def register_schema() -> None:
-    """Make ``train_schema`` available to the defaults list of conf/train.yaml."""
-    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+def range_problems(node: Any, prefix: str = "") -> Iterator[Tuple[str, Any, str]]:
+    """(dotted key, value, why) for every bounded field of a dataclass tree out of range."""
+    for spec in fields(node):
+        value, key = getattr(node, spec.name), f"{prefix}{spec.name}"
+        if is_dataclass(value):
+            yield from range_problems(value, f"{key}.")
+        elif "range" in spec.metadata and spec.metadata["range"].problem(value):
+            yield key, value, spec.metadata["range"].problem(value)
+
+
+def settings_problems(settings: RunSettings) -> List[str]:
+    """Readable reasons why typed settings cannot run (ranges, device, empty expname)."""
+    problems = [f"{key}={value!r} is out of range: {why}"
+                for key, value, why in range_problems(settings)]
+    if not settings.expname.strip():
+        problems.append("expname='' is empty: name the MLflow experiment")
+    if settings.training and not DEVICE.fullmatch(settings.training.device):
+        problems.append(f"training.device={settings.training.device!r} is not a known device: "
+                        "valid are auto, cpu, cuda, cuda:N, mps")
+    return problems

@@ -9,7 +9,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn import functional as F
 
 from sweepbook.data import Dataset, Split, batches
@@ -17,18 +17,45 @@ from sweepbook.data import Dataset, Split, batches
 LogFn = Callable[[Dict[str, float], int], None]
 
 
+def _accuracy(predicted: Tensor, truth: Tensor) -> float:
+    return (predicted == truth).float().mean().item()
+
+
+def _rmse(predicted: Tensor, truth: Tensor) -> float:
+    return (predicted - truth).pow(2).mean().sqrt().item()
+
+
+def _squared_error(outputs: Tensor, truth: Tensor, reduction: str = "mean") -> Tensor:
+    return F.mse_loss(outputs.squeeze(-1), truth, reduction=reduction)
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a model learns: the loss it trains on, the score logged with it, and how its
+    outputs become predictions."""
+    score_name: str  # logged as val_<score_name> per epoch
+    loss: Callable[..., Tensor]  # (outputs, truth, reduction=...) -> loss
+    score: Callable[[Tensor, Tensor], float]  # (predictions, truth) -> score
+    predict: Callable[[Tensor], Tensor]  # outputs -> predictions
+
+
+CLASSIFICATION = Task("acc", F.cross_entropy, _accuracy, lambda outputs: outputs.argmax(1))
+REGRESSION = Task("rmse", _squared_error, _rmse, lambda outputs: outputs.squeeze(-1))
+
+
 @dataclass
 class Evaluation:
     loss: float
-    acc: float
-    predictions: torch.Tensor  # predicted class per sample, on the cpu
+    score: float  # the task's score: accuracy, or RMSE for regression
+    predictions: torch.Tensor  # predicted class or value per sample, on the cpu
 
 
 @dataclass
 class History:
+    score_name: str = "acc"
     train_loss: List[float] = field(default_factory=list)  # one per optimizer step
     val_loss: List[float] = field(default_factory=list)  # one per epoch
-    val_acc: List[float] = field(default_factory=list)  # one per epoch
+    val_score: List[float] = field(default_factory=list)  # one per epoch
 
 
 def seed_everything(seed: int) -> None:
@@ -49,29 +76,25 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def build_optimizer(params, opt_cfg) -> torch.optim.Optimizer:
-    name = str(getattr(opt_cfg.name, "value", opt_cfg.name))
-    if name == "adam":
-        return torch.optim.Adam(params, lr=opt_cfg.lr, weight_decay=opt_cfg.weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=opt_cfg.lr, momentum=opt_cfg.momentum,
-                               weight_decay=opt_cfg.weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}; valid: adam, sgd")
+    """The optimizer `opt_cfg` names (`_target_: torch.optim.Adam`, `_partial_: true`, ...)."""
+    from hydra.utils import instantiate
+
+    return instantiate(opt_cfg)(params)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, batch_size: int = 512,
-             device: Optional[torch.device] = None) -> Evaluation:
-    """Mean cross-entropy, accuracy and predictions of `model` on a split."""
+             device: Optional[torch.device] = None, task: Task = CLASSIFICATION) -> Evaluation:
+    """Mean loss, the task's score and the predictions of `model` on a split."""
     device = device or next(model.parameters()).device
     model.eval()
     total_loss, predictions = 0.0, []
     for x, y in batches(split, batch_size):
-        logits = model(x.to(device))
-        total_loss += F.cross_entropy(logits, y.to(device), reduction="sum").item()
-        predictions.append(logits.argmax(1).cpu())
+        outputs = model(x.to(device))
+        total_loss += task.loss(outputs, y.to(device), reduction="sum").item()
+        predictions.append(task.predict(outputs).cpu())
     predicted = torch.cat(predictions)
-    acc = (predicted == split.y).float().mean().item()
-    return Evaluation(total_loss / len(split), acc, predicted)
+    return Evaluation(total_loss / len(split), task.score(predicted, split.y), predicted)
 
 
 def _progress(epochs: int, enabled: bool):
@@ -80,28 +103,31 @@ def _progress(epochs: int, enabled: bool):
     return tqdm(range(epochs), desc="epochs", disable=not enabled, leave=True)
 
 
-def fit(model: nn.Module, dataset: Dataset, cfg, log: Optional[LogFn] = None) -> History:
-    """Train on dataset.train, validate every epoch; logs train_loss per step, val_* per epoch."""
+def fit(model: nn.Module, dataset: Dataset, cfg, log: Optional[LogFn] = None,
+        task: Task = CLASSIFICATION) -> History:
+    """Train on dataset.train, validate every epoch; logs train_loss per step, val_loss and
+    val_<score> per epoch. The optimizer is built here from cfg.optimizer, fresh each call."""
     log = log or (lambda metrics, step: None)
     device = select_device(cfg.training.device)
     model.to(device)
     optimizer = build_optimizer(model.parameters(), cfg.optimizer)
     shuffler = torch.Generator().manual_seed(cfg.seed)
-    history, step = History(), 0
+    history, step = History(task.score_name), 0
+    score_key = f"val_{task.score_name}"
     bar = _progress(cfg.training.epochs, cfg.training.progress)
     for epoch in bar:
         model.train()
         for x, y in batches(dataset.train, cfg.training.batch_size, True, shuffler):
-            loss = F.cross_entropy(model(x.to(device)), y.to(device))
+            loss = task.loss(model(x.to(device)), y.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             history.train_loss.append(loss.item())
             log({"train_loss": history.train_loss[-1]}, step)
             step += 1
-        val = evaluate(model, dataset.val, device=device)
+        val = evaluate(model, dataset.val, device=device, task=task)
         history.val_loss.append(val.loss)
-        history.val_acc.append(val.acc)
-        log({"val_loss": val.loss, "val_acc": val.acc}, epoch)
-        bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}", val_acc=f"{val.acc:.3f}")
+        history.val_score.append(val.score)
+        log({"val_loss": val.loss, score_key: val.score}, epoch)
+        bar.set_postfix({"loss": f"{history.train_loss[-1]:.3f}", score_key: f"{val.score:.3f}"})
     return history

@@ -11,10 +11,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
-from sweepbook import compare, compare_plots
+from sweepbook.compare import plots as compare_plots
+from sweepbook.compare import runs as compare
+from sweepbook.tracking.record import FIGURES_FOLDER
 
 CURVE_KEYS = ("val_loss", "val_acc")  # per-epoch histories train.ipynb logs
-BEST_RUN_FIGURE = "figures/confusion_matrix.png"  # logged by train.ipynb
+BEST_RUN_FIGURE = f"{FIGURES_FOLDER}/confusion_matrix.png"  # logged by train.ipynb
 STYLE = """body{font-family:sans-serif;margin:2em;max-width:80em}
 table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px}
 img{max-width:100%;display:block;margin:1em 0}"""

@@ -1,4 +1,5 @@
-"""Sweep definitions expanded into jobs with Hydra's own grammar, validated before anything runs."""
+"""A sweep's plan: its definition expanded into jobs with Hydra's own grammar, and every job
+composed against the notebook's primary config and validated before anything runs."""
 import hashlib
 import json
 import re
@@ -13,11 +14,11 @@ from hydra._internal.utils import create_config_search_path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
-from sweepbook.config import ConfigError, compose, config_dir, overrides_from_env
-from sweepbook.params import config_params
-from sweepbook.naming import artifact_root, run_name
-
-HASH_EXCLUDES = ("paths.", "tracking.", "runname")  # where a run lands, not what it computes
+from sweepbook.config import (ConfigError, compose, composition, config_dir, importable_from,
+                              overrides_from_env)
+from sweepbook.notebook import Notebook
+from sweepbook.tracking.location import artifact_root
+from sweepbook.tracking.record import config_hash, run_name
 
 
 @dataclass
@@ -74,15 +75,12 @@ def expand(overrides: Sequence[str]) -> List[List[str]]:
         raise SweepDefinitionError(message) from error
 
 
-def config_hash(cfg) -> str:
-    params = {k: v for k, v in config_params(cfg).items() if not k.startswith(HASH_EXCLUDES)}
-    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _job(index: int, overrides: List[str]) -> Job:
-    cfg = compose(overrides + overrides_from_env())  # what the notebook will compose
-    return Job(index, overrides, run_name(cfg, overrides), config_hash(cfg), cfg.expname,
-               cfg.tracking.uri, artifact_root(cfg.tracking.uri, cfg), cfg.paths.output_dir)
+def _job(index: int, overrides: List[str], config_name: str) -> Job:
+    cfg = compose(overrides + overrides_from_env(), config_name)  # what the notebook composes
+    made = composition(cfg)
+    return Job(index, overrides, run_name(cfg, overrides, made.choices), config_hash(cfg),
+               cfg.expname, cfg.tracking.uri, artifact_root(cfg.tracking.uri, cfg),
+               cfg.paths.output_dir)
 
 
 def _check_same(jobs: List[Job], attribute: str) -> None:
@@ -92,28 +90,31 @@ def _check_same(jobs: List[Job], attribute: str) -> None:
             f"all jobs of a sweep must share one {attribute}; this sweep has {values}")
 
 
-def validate(combinations: List[List[str]]) -> List[Job]:
-    """Compose every job against the schema; report every invalid one, not only the first."""
+def validate(combinations: List[List[str]], notebook: Notebook) -> List[Job]:
+    """Compose every job against the notebook's primary config, its `_target_`s imported as
+    the notebook would import them; report every invalid job, not only the first."""
     jobs, problems = [], []
-    for index, overrides in enumerate(combinations):
-        try:
-            jobs.append(_job(index, overrides))
-        except ConfigError as error:
-            problems.append(f"job {index} ({' '.join(overrides)}):\n  " +
-                            str(error).replace("\n", "\n  "))
+    with importable_from(notebook.path.parent):
+        for index, overrides in enumerate(combinations):
+            try:
+                jobs.append(_job(index, overrides, notebook.config_name))
+            except ConfigError as error:
+                problems.append(f"job {index} ({' '.join(overrides)}):\n  " +
+                                str(error).replace("\n", "\n  "))
     if problems:
         raise SweepDefinitionError(
-            f"{len(problems)} of {len(combinations)} jobs are invalid; nothing was run:\n" +
-            "\n".join(problems))
+            f"{len(problems)} of {len(combinations)} jobs are invalid against "
+            f"conf/{notebook.config_name}.yaml; nothing was run:\n" + "\n".join(problems))
     _check_same(jobs, "expname")
     _check_same(jobs, "tracking_uri")
     return jobs
 
 
-def plan(overrides: Sequence[str], sweep_file: Optional[str] = None) -> List[Job]:
+def plan(notebook: Notebook, overrides: Sequence[str],
+         sweep_file: Optional[str] = None) -> List[Job]:
     """The validated jobs of a sweep given on the command line and/or in a sweep file."""
     base = read_sweep_file(sweep_file) if sweep_file else []
-    return validate(expand(merge_overrides(base, overrides)))
+    return validate(expand(merge_overrides(base, overrides)), notebook)
 
 
 def sweep_id(notebook: str, jobs: List[Job]) -> str:

@@ -1,6 +1,6 @@
 """A papermill engine that runs cells in an IPython shell inside the current process.
 
-Sweeps fork each job from a warm template process (see workers.py); a Jupyter kernel would
+Sweeps fork each job from a warm template process (see local.py); a Jupyter kernel would
 pay its start-up and the heavy imports again for every job. Select it with
 `engine_name="sweepbook"` (or `papermill --engine sweepbook`); outputs, errors and papermill's
 metadata land in the executed notebook as with the kernel engine.
@@ -86,7 +86,7 @@ def engine_class():
     return InProcessEngine
 
 
-def __getattr__(name):  # the entry point `sweepbook.engine:InProcessEngine`
+def __getattr__(name):  # the entry point `sweepbook.executors.engine:InProcessEngine`
     if name == "InProcessEngine":
         return engine_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

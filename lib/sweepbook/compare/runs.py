@@ -1,24 +1,22 @@
 """Runs side by side: which config won, and why. The data behind notebooks/compare.ipynb and
 `sweepbook runs|best|report`."""
-import os
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from sweepbook.execute import find_run
-from sweepbook.naming import ERROR_TAG, ROLE_TAG, SWEEP_TAG
-from sweepbook.run_readers import reader_for
-from sweepbook.sweep_tracking import find_parent
+from sweepbook.env import patched_environ
+from sweepbook.tracking.readers import reader_for
+from sweepbook.tracking.record import (CONFIG_ARTIFACT, ERROR_TAG, MODEL_ARTIFACT, PARENT_ROLE,
+                                       ROLE_TAG, SWEEP_TAG)
+from sweepbook.tracking.store import find_parent, find_run, using_tracking_uri
 
 LATEST = "latest"  # a sweep id meaning: the newest sweep
 DIRECTIONS = ("max", "min")
-CONFIG_ARTIFACT = "config.yaml"  # logged by tracking.TrackedRun.log_config
 PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 KEYED_COLUMNS = ("metrics.", "params.", "tags.")
 MINIMIZED = ("loss", "error", "time", "seconds")  # metric names that get better going down
@@ -50,7 +48,7 @@ def _sweep_parent(client: MlflowClient, sweep_id: str, experiment: Optional[str]
     if sweep_id != LATEST:
         return find_parent(client, sweep_id)
     experiments = _experiment_ids(client, experiment) if experiment else None
-    return find_run(client, f"tags.`{ROLE_TAG}` = 'parent'", experiments,
+    return find_run(client, f"tags.`{ROLE_TAG}` = '{PARENT_ROLE}'", experiments,
                     order_by=["attributes.start_time DESC"])
 
 
@@ -91,7 +89,7 @@ def load_runs(scope: Scope) -> pd.DataFrame:
     runs = reader_for(scope.tracking_uri).runs(scope.experiment_ids, scope.parent_run_id)
     if f"tags.{ROLE_TAG}" not in runs:
         return _not_empty(runs, scope)
-    runs = runs[runs[f"tags.{ROLE_TAG}"] != "parent"].reset_index(drop=True)
+    runs = runs[runs[f"tags.{ROLE_TAG}"] != PARENT_ROLE].reset_index(drop=True)
     logged_by_parents_only = [c for c in runs.columns
                               if c.startswith(KEYED_COLUMNS) and runs[c].isna().all()]
     return _not_empty(runs.drop(columns=logged_by_parents_only), scope)
@@ -108,27 +106,14 @@ def metric_histories(scope: Scope, run_ids: Sequence[str], keys: Sequence[str]) 
     return reader_for(scope.tracking_uri).histories(run_ids, keys)
 
 
-@contextmanager
-def _no_progress_bar() -> Iterator[None]:
-    """MLflow draws a progress bar on stderr even for one small file."""
-    previous = os.environ.get(PROGRESS_BAR_ENV)
-    os.environ[PROGRESS_BAR_ENV] = "false"
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ[PROGRESS_BAR_ENV]
-        else:
-            os.environ[PROGRESS_BAR_ENV] = previous
-
-
 def read_artifact(scope: Scope, run_id: str, path: str) -> Optional[bytes]:
     """The bytes of one artifact file of a run, None if it logged no such file."""
     client = MlflowClient(scope.tracking_uri)
     folder = path.rpartition("/")[0] or None
     if path not in {f.path for f in client.list_artifacts(run_id, folder)}:
         return None
-    with tempfile.TemporaryDirectory() as work, _no_progress_bar():
+    # MLflow draws a progress bar on stderr even for one small file
+    with tempfile.TemporaryDirectory() as work, patched_environ({PROGRESS_BAR_ENV: "false"}):
         return Path(client.download_artifacts(run_id, path, work)).read_bytes()
 
 
@@ -144,12 +129,12 @@ def load_model(scope: Scope, run_id: str):
     """The run's logged nn.Module, on the CPU.
 
     MLflow resolves `runs:/` through its global tracking URI (a cwd-relative mlflow.db by
-    default), so the scope's store is made that URI first.
+    default): the scope's store is that URI while the model loads.
     """
     import mlflow.pytorch
 
-    mlflow.set_tracking_uri(scope.tracking_uri)
-    return mlflow.pytorch.load_model(f"runs:/{run_id}/model", map_location="cpu")
+    with using_tracking_uri(scope.tracking_uri):
+        return mlflow.pytorch.load_model(f"runs:/{run_id}/{MODEL_ARTIFACT}", map_location="cpu")
 
 
 def metric_names(runs: pd.DataFrame) -> List[str]:

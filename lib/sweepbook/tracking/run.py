@@ -19,36 +19,17 @@ from typing import Dict, Iterable, Iterator, List, Optional
 
 import mlflow
 import yaml
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from sweepbook.metrics import MetricBuffer
-from sweepbook.naming import ERROR_TAG, RUN_ID_ENV, artifact_root, run_name, safe_name
+from sweepbook.config import Composition, composition
+from sweepbook.env import patched_environ
 from sweepbook.params import config_params, redact, redact_overrides, to_container
-
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline machines: no phoning home
+from sweepbook.tracking import record
+from sweepbook.tracking.metrics import MetricBuffer
+from sweepbook.tracking.location import artifact_root
+from sweepbook.tracking.store import ensure_experiment, using_tracking_uri
 
 VERSIONED_PACKAGES = ("sweepbook", "torch", "mlflow", "hydra-core", "omegaconf")
-
-
-def ensure_experiment(client: MlflowClient, name: str, root: Optional[str]) -> str:
-    """The experiment's id, creating it once with an explicit artifact location."""
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        location = (Path(root) / safe_name(name)).as_uri() if root else None
-        try:
-            return client.create_experiment(name, artifact_location=location)
-        except MlflowException as error:  # another process created it first
-            experiment = client.get_experiment_by_name(name)
-            if experiment is None:
-                raise error
-    if experiment.lifecycle_stage == "deleted":
-        raise ValueError(
-            f"MLflow experiment {name!r} (id {experiment.experiment_id}) is deleted: restore it "
-            f"with `mlflow experiments restore --experiment-id {experiment.experiment_id}` "
-            f"or choose another expname"
-        )
-    return experiment.experiment_id
 
 
 def _git(root: Path, *args: str) -> Optional[str]:
@@ -63,19 +44,19 @@ def _git(root: Path, *args: str) -> Optional[str]:
 def source_tags(root: Path, notebook: Optional[str]) -> Dict[str, str]:
     """Where the run came from: notebook, git commit and dirty flag, host, package versions."""
     tags = {
-        "mlflow.source.type": "NOTEBOOK",
-        "mlflow.source.name": notebook or os.environ.get("JPY_SESSION_NAME") or "unknown",
-        "sweepbook.host": socket.gethostname(),
-        "sweepbook.version.python": platform.python_version(),
+        record.SOURCE_TYPE_TAG: "NOTEBOOK",
+        record.SOURCE_NAME_TAG: notebook or os.environ.get("JPY_SESSION_NAME") or "unknown",
+        record.HOST_TAG: socket.gethostname(),
+        record.VERSION_TAG.format("python"): platform.python_version(),
     }
     commit = _git(root, "rev-parse", "HEAD")
     if commit:
-        tags["mlflow.source.git.commit"] = commit
+        tags[record.GIT_COMMIT_TAG] = commit
         dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
-        tags["sweepbook.git.dirty"] = str(bool(dirty)).lower()
+        tags[record.GIT_DIRTY_TAG] = str(bool(dirty)).lower()
     for package in VERSIONED_PACKAGES:
         try:
-            tags[f"sweepbook.version.{package}"] = metadata.version(package)
+            tags[record.VERSION_TAG.format(package)] = metadata.version(package)
         except metadata.PackageNotFoundError:
             pass
     return tags
@@ -128,14 +109,14 @@ class TrackedRun:
         """
         import matplotlib.pyplot as plt
 
-        path = self.output_dir / "figures" / name
+        path = self.output_dir / record.FIGURES_FOLDER / name
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path)
         plt.close(figure)
         self._log_output(path)
         return path
 
-    def log_model(self, model, input_example, name: str = "model"):
+    def log_model(self, model, input_example, name: str = record.MODEL_ARTIFACT):
         """Log an nn.Module that mlflow.pytorch.load_model gives back as the same class."""
         import mlflow.pytorch
         import numpy as np
@@ -177,28 +158,28 @@ class TrackedRun:
     def log_config(self, cfg, overrides: List[str]) -> None:
         """Params (once), the resolved config and the overrides, all with secrets redacted."""
         mlflow.log_params(config_params(cfg), run_id=self.run_id)
-        self.write_output("config.yaml", yaml.safe_dump(redact(to_container(cfg)), sort_keys=False))
-        self.write_output("overrides.yaml", yaml.safe_dump(redact_overrides(overrides)))
+        self.write_output(record.CONFIG_ARTIFACT,
+                          yaml.safe_dump(redact(to_container(cfg)), sort_keys=False))
+        self.write_output(record.OVERRIDES_ARTIFACT, yaml.safe_dump(redact_overrides(overrides)))
 
     def close(self) -> None:
         self.metrics.flush()
         self.log_new_outputs()
 
 
-def _open_run(cfg, overrides: List[str], parent_run_id: Optional[str], tags: Dict[str, str]):
+def _open_run(cfg, made: Composition, parent_run_id: Optional[str], tags: Dict[str, str]):
     uri = cfg.tracking.uri
-    mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     experiment_id = ensure_experiment(client, cfg.expname, artifact_root(uri, cfg))
     if cfg.tracking.system_metrics:
         mlflow.set_system_metrics_sampling_interval(cfg.tracking.system_metrics_interval)
     active = mlflow.start_run(
-        experiment_id=experiment_id, run_name=run_name(cfg, overrides),
+        experiment_id=experiment_id, run_name=record.run_name(cfg, made.overrides, made.choices),
         parent_run_id=parent_run_id, nested=mlflow.active_run() is not None,
         tags=tags, log_system_metrics=cfg.tracking.system_metrics,
     )
     run_id = active.info.run_id
-    output_dir = Path(cfg.paths.output_dir) / safe_name(cfg.expname) / run_id
+    output_dir = Path(cfg.paths.output_dir) / record.safe_name(cfg.expname) / run_id
     output_dir.mkdir(parents=True, exist_ok=True)
     return TrackedRun(client, run_id, output_dir, cfg.tracking)
 
@@ -210,25 +191,43 @@ def _end_run(run: TrackedRun, status: str) -> None:
         mlflow.end_run(status)
 
 
+def _composition(cfg, overrides: Optional[Iterable[str]]) -> Composition:
+    """How `cfg` was made; overrides given here must be the ones it was composed with, so a
+    run never records overrides that did not build its config (a re-run notebook cell)."""
+    made = composition(cfg)
+    if made is None:
+        return Composition("unknown", tuple(overrides or ()), {})
+    if overrides is not None and tuple(overrides) != made.overrides:
+        raise ValueError(f"cfg was composed with overrides {list(made.overrides)}, not "
+                         f"{list(overrides)}: compose it again (re-run the config cell)")
+    return made
+
+
 @contextmanager
-def start_run(cfg, overrides: Iterable[str] = (), parent_run_id: Optional[str] = None,
-              notebook: Optional[str] = None,
+def start_run(cfg, overrides: Optional[Iterable[str]] = None,
+              parent_run_id: Optional[str] = None, notebook: Optional[str] = None,
               tags: Optional[Dict[str, str]] = None) -> Iterator[TrackedRun]:
-    """Open a new run for `cfg`; end it FINISHED, FAILED (exception) or KILLED (interrupt)."""
-    os.environ.pop(RUN_ID_ENV, None)  # a leaked id would make MLflow resume that run
-    overrides = list(overrides)
+    """Open a new run for `cfg`; end it FINISHED, FAILED (exception) or KILLED (interrupt).
+
+    The overrides and the primary config's name are those `cfg` was composed with.
+    """
+    made = _composition(cfg, overrides)
     all_tags = {**source_tags(Path(cfg.paths.root_dir), notebook),
-                "sweepbook.overrides": " ".join(redact_overrides(overrides)),
+                record.CONFIG_NAME_TAG: made.config_name,
+                record.OVERRIDES_TAG: " ".join(redact_overrides(list(made.overrides))),
                 **{k: str(v) for k, v in redact(dict(tags or {})).items()}}
-    run = _open_run(cfg, overrides, parent_run_id, all_tags)
-    try:
-        run.log_config(cfg, overrides)
-        yield run
-    except KeyboardInterrupt:
-        _end_run(run, "KILLED")
-        raise
-    except BaseException as error:
-        run.client.set_tag(run.run_id, ERROR_TAG, f"{type(error).__name__}: {error}"[:5000])
-        _end_run(run, "FAILED")
-        raise
-    _end_run(run, "FINISHED")
+    with using_tracking_uri(cfg.tracking.uri):
+        with patched_environ({record.RUN_ID_ENV: None}):  # MLflow would resume a leaked id
+            run = _open_run(cfg, made, parent_run_id, all_tags)
+        try:
+            run.log_config(cfg, list(made.overrides))
+            yield run
+        except KeyboardInterrupt:
+            _end_run(run, "KILLED")
+            raise
+        except BaseException as error:
+            run.client.set_tag(run.run_id, record.ERROR_TAG,
+                               f"{type(error).__name__}: {error}"[:5000])
+            _end_run(run, "FAILED")
+            raise
+        _end_run(run, "FINISHED")

@@ -12,8 +12,9 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import (_validate_model_alias_name,
                                      _validate_model_alias_name_reserved, _validate_model_name)
 
+from sweepbook.tracking.record import MODEL_ARTIFACT
+
 DEFAULT_ALIAS = "champion"
-MODEL_NAME = "model"  # the name TrackedRun.log_model gives the model
 
 
 class RegistryError(ValueError):
@@ -35,9 +36,9 @@ class Promotion:
 def _logged_model_id(client: MlflowClient, run) -> str:
     models = client.search_logged_models(
         [run.info.experiment_id],
-        filter_string=f"source_run_id = '{run.info.run_id}' AND name = '{MODEL_NAME}'")
+        filter_string=f"source_run_id = '{run.info.run_id}' AND name = '{MODEL_ARTIFACT}'")
     if not models:
-        raise RegistryError(f"run {run.info.run_id} logged no model named {MODEL_NAME!r} "
+        raise RegistryError(f"run {run.info.run_id} logged no model named {MODEL_ARTIFACT!r} "
                             "(was it trained with tracking.log_model=false?)")
     return models[0].model_id
 

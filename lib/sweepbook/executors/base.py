@@ -1,0 +1,73 @@
+"""Where jobs run, behind one small interface: start a job, poll for the ones that ended,
+cancel the rest. Each backend (local processes today) is a sibling of the others; the sweep
+driver never knows which one it has.
+
+A job is one papermill execution of a notebook (job.py). It records its own run: its executed
+notebook and log are logged by the job itself, so its record is complete even when the
+driver is gone. An Outcome tells the driver only what the job could not: how it ended.
+"""
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+from sweepbook.tracking.record import LAUNCH_TAG
+
+
+@dataclass
+class JobSpec:
+    index: int
+    name: str  # the run's name, also for a placeholder run
+    notebook: str  # the notebook to execute
+    output: str  # the executed copy
+    log: str  # the job process's own stdout and stderr
+    parameters: Dict  # papermill parameters: overrides, parent_run_id, tags (with the launch id)
+    env: Dict[str, str]  # the job's whole environment, the tracking URI included
+    experiment_id: str  # where a placeholder run goes if the notebook never opens one
+    threads: int = 1  # torch threads for this job (cores shared among workers)
+    kernel_start_retries: int = 1
+
+    @property
+    def launch_id(self) -> str:
+        return self.parameters["tags"][LAUNCH_TAG]
+
+
+@dataclass
+class Outcome:
+    spec: JobSpec
+    status: str  # FINISHED, FAILED or KILLED, as far as the executor can tell
+    reason: Optional[str]  # why it did not finish, when the executor knows (timeout, cancel)
+    run_id: Optional[str]  # the job's run, when the executor knows it
+    seconds: float
+    notebook: Optional[str] = None  # where the executed copy can be read, if anywhere
+
+
+class Executor(ABC):
+    """Runs at most `workers` jobs at once, each within `timeout` seconds."""
+
+    def __init__(self, workers: int, timeout: Optional[float] = None):
+        self.workers = workers
+        self.timeout = timeout
+
+    def prepare(self, environment: Dict[str, str]) -> None:
+        """Get ready before the first job (start workers, warm up); `environment` holds the
+        variables that preparation needs. Nothing by default."""
+
+    @property
+    @abstractmethod
+    def running(self) -> int:
+        """Jobs started and not yet reported by poll() or cancel()."""
+
+    def has_room(self) -> bool:
+        return self.running < self.workers
+
+    @abstractmethod
+    def start(self, spec: JobSpec) -> None:
+        """Start one job."""
+
+    @abstractmethod
+    def poll(self, seconds: float = 0.2) -> List[Outcome]:
+        """Jobs that ended, or ran out of time, within `seconds`."""
+
+    @abstractmethod
+    def cancel(self, reason: str) -> List[Outcome]:
+        """Stop every running job; each ends KILLED with `reason`."""

@@ -1,0 +1,141 @@
+"""Jobs as local processes, one per job, with two engines:
+
+- `fork`: each job is forked from a warm template process (multiprocessing's fork server,
+  preloaded with template.py) and runs the notebook in-process (engine.py). One fresh process
+  per job keeps jobs isolated; start-up costs are paid once per sweep.
+- `kernel`: each job is a fresh process that runs papermill's standard engine, a Jupyter
+  kernel, exactly as `papermill` on the command line does.
+
+Each job process leads its own process group, so a timeout or Ctrl-C also stops its kernel.
+"""
+import fcntl
+import multiprocessing
+import os
+import signal
+import tempfile
+import time
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from sweepbook.env import patched_environ
+from sweepbook.executors.base import Executor, JobSpec, Outcome
+from sweepbook.executors.job import EXIT_OK, run_job
+
+ENGINES = ("fork", "kernel")
+TEMPLATE_MODULE = "sweepbook.executors.template"
+STORE_LOCK_ENV = "SWEEPBOOK_STORE_LOCK"  # the template waits on it before its first store query
+
+
+def _context(engine: str):
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
+    if engine == "kernel":
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([TEMPLATE_MODULE])
+    return context
+
+
+class StoreHandoff:
+    """Lets the fork server warm up while the driver validates and creates the store.
+
+    The template imports for seconds, then queries the store once; it must not open a fresh
+    SQLite store while the driver is creating it. The driver holds an exclusive lock on a
+    temporary file from before the template starts until the store exists, then writes the
+    tracking URI into the file and lets go; the template reads it under a shared lock.
+    """
+
+    def __init__(self):
+        fd, self.path = tempfile.mkstemp(prefix="sweepbook-store-", suffix=".lock")
+        self.file = os.fdopen(fd, "w")
+        fcntl.flock(self.file, fcntl.LOCK_EX)
+
+    def release(self, tracking_uri: str = "") -> None:
+        """The store is ready at `tracking_uri` ("" when the sweep will not run)."""
+        if not self.file.closed:
+            self.file.write(tracking_uri)
+            self.file.flush()
+            self.file.close()  # closing drops the lock
+
+    def __enter__(self) -> "StoreHandoff":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+        os.unlink(self.path)
+
+
+def handed_over_store(opened_lock) -> str:
+    """The template's side: wait for the driver, then read the tracking URI it wrote."""
+    fcntl.flock(opened_lock, fcntl.LOCK_SH)
+    try:
+        return opened_lock.read().strip()
+    finally:
+        fcntl.flock(opened_lock, fcntl.LOCK_UN)
+
+
+class LocalExecutor(Executor):
+    """Each job a process on this machine (see the module docstring for the engines)."""
+
+    def __init__(self, workers: int, timeout: Optional[float] = None, engine: str = "fork"):
+        super().__init__(workers, timeout)
+        self.context = _context(engine)
+        self.in_process = engine == "fork"
+        self._running: Dict[int, Tuple[multiprocessing.Process, JobSpec, float]] = {}
+
+    def prepare(self, environment: Dict[str, str]) -> None:
+        """Start the fork engine's template now, in `environment` (the store hand-off lock,
+        the pool setting), so it warms up while the driver works; this process's own
+        environment is left as it was."""
+        if self.in_process:
+            from multiprocessing import forkserver
+
+            with patched_environ(environment):
+                forkserver.ensure_running()
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    def start(self, spec: JobSpec) -> None:
+        process = self.context.Process(target=run_job, args=(spec, self.in_process),
+                                       daemon=False, name=f"sweepbook-job-{spec.index}")
+        process.start()
+        self._running[spec.index] = (process, spec, time.monotonic())
+
+    def _stop(self, process) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(process.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                process.kill()
+            process.join(2.0)
+            if process.exitcode is not None:
+                return
+
+    def _finish(self, index: int, status: Optional[str] = None,
+                reason: Optional[str] = None) -> Outcome:
+        process, spec, started = self._running.pop(index)
+        if process.exitcode is None:
+            self._stop(process)
+        if status is None:  # it ended by itself: its exit code tells how
+            status = "FINISHED" if process.exitcode == EXIT_OK else "FAILED"
+        notebook = spec.output if Path(spec.output).is_file() else None
+        return Outcome(spec, status, reason, None, time.monotonic() - started, notebook)
+
+    def poll(self, seconds: float = 0.2) -> List[Outcome]:
+        if not self._running:
+            return []
+        wait([process.sentinel for process, _, _ in self._running.values()], seconds)
+        now, finished = time.monotonic(), []
+        for index, (process, _, started) in list(self._running.items()):
+            if process.exitcode is not None:
+                finished.append(self._finish(index))
+            elif self.timeout is not None and now - started > self.timeout:
+                finished.append(self._finish(index, "FAILED",
+                                             f"timed out after {now - started:.1f} s"))
+        return finished
+
+    def cancel(self, reason: str) -> List[Outcome]:
+        return [self._finish(index, "KILLED", reason) for index in list(self._running)]

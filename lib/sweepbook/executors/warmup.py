@@ -1,0 +1,68 @@
+"""Warming up the fork engine's template process (template.py calls `warm_up` there).
+
+Every job is forked from that process, so it starts with torch, MLflow, Hydra, papermill and
+IPython imported and their first-use costs already paid: the first training step (allocator,
+thread pool), the first store query (engine, schema check), the first rendered figure (fonts),
+the first `_target_` check. Without this each forked job paid several seconds. The store
+query waits for the driver to have created the store (local.StoreHandoff).
+"""
+import io
+import os
+import sys
+import tempfile
+
+from sweepbook.executors.local import STORE_LOCK_ENV, handed_over_store
+
+
+def _import_everything() -> None:
+    # jsonschema (through papermill's nbformat) imports rfc3987_syntax when present: 1.8 s spent
+    # compiling a grammar for IRI formats that notebook validation never uses.
+    sys.modules.setdefault("rfc3987_syntax", None)
+    import matplotlib_inline.backend_inline  # noqa: F401  (the notebooks' %matplotlib inline)
+    import mlflow.pytorch  # noqa: F401  (log_model)
+    import papermill  # noqa: F401
+
+    from sweepbook import data, models, plots, targets, training  # noqa: F401
+    from sweepbook.executors import engine, job  # noqa: F401
+    from sweepbook.tracking import run  # noqa: F401
+
+
+def _pay_first_use_costs() -> None:
+    import mlflow.pytorch
+    import torch
+
+    from sweepbook import config, data, models, plots
+    from sweepbook.executors import engine
+    from sweepbook.tracking.run import model_requirements, quiet_logger
+
+    # One thread here: libgomp's thread pool does not survive fork, and a job whose parent
+    # had started one hangs at its first parallel op. Each job sets its own thread count.
+    torch.set_num_threads(1)
+    config.compose()
+    model = models.CNN((1, 8, 8), 10)
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.rand(2, 1, 8, 8)).sum().backward()
+    optimizer.step()
+    data.load_digits(seed=0)
+    figure = plots.confusion_matrix([0, 1], [0, 1], ["0", "1"])
+    figure.savefig(io.BytesIO(), format="png")
+    plots.plt.close(figure)
+    with tempfile.TemporaryDirectory() as folder, quiet_logger("mlflow.pytorch"):
+        example = torch.rand(2, 1, 8, 8).numpy()  # log_model's first call costs over 1 s
+        mlflow.pytorch.save_model(model, f"{folder}/model", input_example=example,
+                                  serialization_format="pickle",
+                                  pip_requirements=model_requirements())
+    engine.NotebookShell.create()
+
+
+def warm_up() -> None:
+    """Import and exercise what jobs use, then wait for the store and query it once."""
+    # Opened before the slow imports: the driver deletes the file when its sweep ends.
+    lock = open(os.environ[STORE_LOCK_ENV]) if os.environ.get(STORE_LOCK_ENV) else None
+    _import_everything()
+    _pay_first_use_costs()
+    tracking_uri = handed_over_store(lock) if lock else ""
+    if tracking_uri:
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(tracking_uri).search_experiments(max_results=1)

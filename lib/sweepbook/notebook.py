@@ -1,0 +1,56 @@
+"""What sweepbook needs from a notebook: a tagged `parameters` cell that names its primary
+config and takes the parameters jobs pass. Read with papermill's inspect_notebook, so a
+notebook is refused before anything runs, never half-way through a sweep.
+
+    config_name = "train"   # conf/train.yaml
+    overrides = []          # Hydra overrides
+    parent_run_id = None    # set by sweeps: the run becomes a child of that run
+    tags = {}               # set by sweeps and `sweepbook run`: tags of the run
+"""
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+from sweepbook.config import ConfigError, config_names
+
+PARAMETERS = ("config_name", "overrides", "parent_run_id", "tags")
+
+
+class NotebookError(ConfigError):
+    """A notebook sweepbook cannot run: missing, or its parameters cell is not there."""
+
+
+@dataclass(frozen=True)
+class Notebook:
+    path: Path  # absolute
+    config_name: str  # its primary config, conf/<config_name>.yaml
+
+
+def _default(parameter: dict, path: Path) -> str:
+    try:
+        value = ast.literal_eval(parameter["default"])
+    except (ValueError, SyntaxError):
+        value = None
+    if not isinstance(value, str) or not value:
+        raise NotebookError(f"{path}: config_name = {parameter['default']} must be a string "
+                            f"naming a primary config, one of: {', '.join(config_names())}")
+    return value
+
+
+def inspect(path) -> Notebook:
+    """The notebook at `path` and its primary config, once its parameters cell checks out."""
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise NotebookError(f"notebook {str(path)!r} not found")
+    from papermill.inspection import inspect_notebook
+
+    parameters = inspect_notebook(str(path))
+    if not parameters:
+        raise NotebookError(f"{path} has no cell tagged `parameters`: tag the cell that sets "
+                            f"{', '.join(PARAMETERS)} (View > Cell Toolbar > Tags in Jupyter)")
+    missing = [name for name in PARAMETERS if name not in parameters]
+    if missing:
+        raise NotebookError(f"{path}: its parameters cell does not set {', '.join(missing)}; "
+                            f"it needs {', '.join(PARAMETERS)} (see the README, 'Bring your "
+                            f"own notebook')")
+    return Notebook(path, _default(parameters["config_name"], path))

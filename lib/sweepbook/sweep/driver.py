@@ -1,0 +1,160 @@
+"""Notebook sweeps: every job a parameterized papermill copy of the notebook, run by an
+executor, tracked as child MLflow runs under one parent run, resumable.
+
+    result = run_sweep("notebooks/train.ipynb", ["model=cnn,mlp", "optimizer.lr=1e-3,1e-2"])
+    result.table()
+
+The driver reads the notebook's primary config from its parameters cell, validates every job
+(plan.py), starts the executor's workers, and creates the store, the experiment and the parent
+run (recorder.py) before any job starts: parallel first use of a SQLite store corrupts it.
+Jobs come from a source (sources.py) while the executor has room. The caller's environment is
+left as it was: each job gets its own, explicitly.
+"""
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from sweepbook import notebook as notebooks
+from sweepbook.executors import Executor, JobSpec, get_executor
+from sweepbook.executors.local import STORE_LOCK_ENV, StoreHandoff
+from sweepbook.sweep import plan as planning
+from sweepbook.sweep.plan import Job, SweepDefinitionError
+from sweepbook.sweep.results import NOT_STARTED, JobResult, SweepResult
+from sweepbook.sweep.sources import GridSource
+from sweepbook.tracking.record import RUN_ID_ENV
+
+POOL_ENV = "MLFLOW_SQLALCHEMYSTORE_POOLCLASS"  # forked jobs must not share SQLite connections
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+TELEMETRY_ENV = "MLFLOW_DISABLE_TELEMETRY"  # offline machines: MLflow must not phone home
+INTERRUPTED = "stopped by Ctrl-C"
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _progress(total: int, done: int, quiet: bool, sweep_id: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, desc=f"sweep {sweep_id}", unit="job", disable=quiet)
+
+
+@dataclass
+class _Launch:
+    """What every job of one sweep shares."""
+    notebook: str
+    output_dir: Path  # executed notebooks and job logs
+    threads: int  # torch threads per job: the cores shared by the workers
+    tracking_uri: str
+    experiment_id: str
+
+    def spec(self, job: Job, parameters: Dict) -> JobSpec:
+        stem = self.output_dir / f"{job.index}-{planning.short_name(job)}"
+        return JobSpec(index=job.index, name=job.name, notebook=self.notebook,
+                       output=f"{stem}.ipynb", log=f"{stem}.log", parameters=parameters,
+                       env=self.environment(), experiment_id=self.experiment_id,
+                       threads=self.threads)
+
+    def environment(self) -> Dict[str, str]:
+        """A job's environment: this process's, with the sweep's store, its own thread count,
+        and never a run id (MLflow would resume that run instead of starting the job's own)."""
+        env = {k: v for k, v in os.environ.items() if k != RUN_ID_ENV}
+        return {TELEMETRY_ENV: "true", **env, TRACKING_URI_ENV: self.tracking_uri,
+                POOL_ENV: "NullPool", "OMP_NUM_THREADS": str(self.threads)}
+
+
+def _execute(recorder, launch: _Launch, executor: Executor, source: GridSource,
+             by_index: Dict[int, Job], result: SweepResult, quiet: bool) -> None:
+    bar = _progress(len(by_index), len(result.results), quiet, recorder.sweep_id)
+
+    def start(job: Job) -> None:
+        parameters = {"overrides": job.overrides, "parent_run_id": recorder.parent_run_id,
+                      "tags": recorder.tags(job, uuid.uuid4().hex)}
+        executor.start(launch.spec(job, parameters))
+
+    def show_counts():
+        bar.set_postfix(failed=result.count("FAILED"), running=executor.running, refresh=False)
+
+    def collect(outcomes):
+        for outcome in outcomes:
+            job = by_index[outcome.spec.index]
+            job_result = recorder.record(job, outcome)
+            source.tell(job, job_result)
+            result.results.append(job_result)
+            show_counts()
+            bar.update(1)
+
+    try:
+        while not source.exhausted or executor.running:
+            finished = executor.poll()
+            while executor.has_room() and not source.exhausted:  # refill first: recording
+                start(source.ask())                                  # takes a moment
+                show_counts()
+            collect(finished)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        collect(executor.cancel(INTERRUPTED))
+        result.results += [JobResult(job.index, job.name, NOT_STARTED, None, None, None, None)
+                           for job in source.remaining()]
+    finally:
+        bar.close()
+    result.results.sort(key=lambda r: r.index)
+
+
+def _store_uri() -> str:
+    """The store the default config names, for `--resume ID` (MLFLOW_TRACKING_URI wins)."""
+    from sweepbook.config import compose
+
+    return compose(check_targets=False).tracking.uri
+
+
+def _plan(notebook, overrides, sweep_file, resume) -> Tuple[notebooks.Notebook, List[str],
+                                                             List[Job]]:
+    """The notebook, the sweep overrides and the validated jobs (from the store on resume)."""
+    if not (notebook or resume):
+        raise SweepDefinitionError("give a notebook to sweep, or resume=SWEEP_ID")
+    if resume:
+        from sweepbook.sweep.recorder import resume_definition
+
+        definition = resume_definition(_store_uri(), resume)
+        found = notebooks.inspect(definition["notebook"])
+        jobs = planning.validate([job["overrides"] for job in definition["jobs"]], found)
+        return found, definition["overrides"], jobs
+    found = notebooks.inspect(notebook)
+    return found, list(overrides), planning.plan(found, overrides, sweep_file)
+
+
+def run_sweep(notebook: Optional[str], overrides: Sequence[str] = (), *,
+              sweep_file: Optional[str] = None, workers: Optional[int] = None,
+              engine: str = "fork", timeout: Optional[float] = None,
+              resume: Optional[str] = None, metric: str = "test_acc",
+              quiet: bool = False) -> SweepResult:
+    """Run every combination of `overrides` as a child run; see the module docstring."""
+    workers = workers or default_workers()
+    executor = get_executor("local", workers=workers, timeout=timeout, engine=engine)
+    found, overrides, jobs = _plan(notebook, overrides, sweep_file, resume)
+    sweep_id = planning.sweep_id(str(found.path), jobs)
+    definition = {"notebook": str(found.path), "config_name": found.config_name,
+                  "overrides": overrides, **planning.describe(jobs)}
+    with StoreHandoff() as handoff:
+        # the template imports while this process creates the store
+        executor.prepare({STORE_LOCK_ENV: handoff.path, POOL_ENV: "NullPool"})
+        from sweepbook.sweep.recorder import SweepRecorder  # MLflow: seconds to import
+
+        recorder, skipped = SweepRecorder.open(jobs, sweep_id, definition, metric)
+        handoff.release(jobs[0].tracking_uri)
+        result = SweepResult(sweep_id, recorder.parent_run_id, metric, skipped)
+        output_dir = Path(jobs[0].output_dir) / "sweeps" / sweep_id
+        output_dir.mkdir(parents=True, exist_ok=True)
+        launch = _Launch(str(found.path), output_dir, max(1, (os.cpu_count() or 1) // workers),
+                         jobs[0].tracking_uri, recorder.experiment_id)
+        done = {r.index for r in skipped}
+        source = GridSource(job for job in jobs if job.index not in done)
+        try:
+            _execute(recorder, launch, executor, source, {job.index: job for job in jobs},
+                     result, quiet)
+        finally:
+            recorder.close(result)
+    return result

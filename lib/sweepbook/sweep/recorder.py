@@ -1,0 +1,139 @@
+"""The MLflow side of a sweep: its parent run, the children, and the truth about each job.
+
+Imported by the driver only once the template process is starting: MLflow takes seconds to
+import, and the template needs that head start more than the driver. Jobs record their own
+runs (executors/job.py); the recorder ends what a job could not end itself (a timeout, a
+cancel, a crash) and reads back what each run says.
+"""
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import yaml
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from sweepbook.executors.base import Outcome
+from sweepbook.sweep.plan import Job, SweepDefinitionError
+from sweepbook.sweep.results import SKIPPED, JobResult, SweepResult
+from sweepbook.tracking import record
+from sweepbook.tracking.store import ensure_experiment, find_launched_run, find_parent
+
+
+def resume_definition(tracking_uri: str, sweep_id: str) -> Dict:
+    """The definition a sweep's parent run recorded, so `--resume ID` needs nothing else."""
+    client = MlflowClient(tracking_uri)
+    parent = find_parent(client, sweep_id)
+    if parent is None:
+        raise SweepDefinitionError(f"no sweep {sweep_id!r} in {tracking_uri}")
+    path = client.download_artifacts(parent.info.run_id, record.SWEEP_DEFINITION_ARTIFACT)
+    return yaml.safe_load(Path(path).read_text())
+
+
+def _create_parent(client, experiment_id: str, sweep_id: str, definition: Dict) -> str:
+    run = client.create_run(experiment_id, run_name=f"sweep-{sweep_id}", tags={
+        record.SWEEP_TAG: sweep_id, record.ROLE_TAG: record.PARENT_ROLE,
+        record.SOURCE_NAME_TAG: definition["notebook"], record.SOURCE_TYPE_TAG: "NOTEBOOK"})
+    client.log_batch(run.info.run_id, params=[
+        Param(record.SWEEP_NOTEBOOK_PARAM, definition["notebook"]),
+        Param(record.SWEEP_JOBS_PARAM, str(len(definition["jobs"]))),
+        Param(record.SWEEP_OVERRIDES_PARAM, " ".join(definition["overrides"])[:6000])])
+    client.log_text(run.info.run_id, yaml.safe_dump(definition, sort_keys=False),
+                    record.SWEEP_DEFINITION_ARTIFACT)
+    return run.info.run_id
+
+
+def _children(client, experiment_id: str, parent_run_id: str):
+    return client.search_runs([experiment_id],
+                              filter_string=f"tags.`{record.PARENT_TAG}` = '{parent_run_id}'",
+                              max_results=50000)
+
+
+def _kill_stale_children(client, children) -> None:
+    """Runs a killed sweep left RUNNING: nothing will ever end them."""
+    for child in children:
+        if child.info.status == "RUNNING":
+            client.set_tag(child.info.run_id, record.ERROR_TAG, "the sweep running it was stopped")
+            client.set_terminated(child.info.run_id, "KILLED")
+
+
+def _skipped_results(jobs: List[Job], children, metric: str) -> List[JobResult]:
+    """Jobs whose config already has a FINISHED child run."""
+    finished = {c.data.tags.get(record.HASH_TAG): c for c in children
+                if c.info.status == "FINISHED"}
+    return [JobResult(job.index, job.name, SKIPPED,
+                      finished[job.config_hash].data.metrics.get(metric), None, None,
+                      finished[job.config_hash].info.run_id)
+            for job in jobs if job.config_hash in finished]
+
+
+class SweepRecorder:
+    """One sweep's parent run in MLflow, and a child run that tells the truth for each job."""
+
+    def __init__(self, client: MlflowClient, experiment_id: str, parent_run_id: str,
+                 sweep_id: str, metric: str):
+        self.client = client
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.sweep_id = sweep_id
+        self.metric = metric
+
+    @classmethod
+    def open(cls, jobs: List[Job], sweep_id: str, definition: Dict, metric: str):
+        """Create the store, experiment and parent run (or reopen the parent of an earlier
+        attempt, ending children it left RUNNING); returns the recorder and skipped jobs."""
+        client = MlflowClient(jobs[0].tracking_uri)
+        experiment_id = ensure_experiment(client, jobs[0].expname, jobs[0].artifact_root)
+        parent = find_parent(client, sweep_id)
+        if parent is None:
+            parent_run_id = _create_parent(client, experiment_id, sweep_id, definition)
+            children = []
+        else:
+            parent_run_id = parent.info.run_id
+            children = _children(client, experiment_id, parent_run_id)
+            _kill_stale_children(client, children)
+            client.update_run(parent_run_id, status="RUNNING")
+        recorder = cls(client, experiment_id, parent_run_id, sweep_id, metric)
+        return recorder, _skipped_results(jobs, children, metric)
+
+    def tags(self, job: Job, launch_id: str) -> Dict[str, str]:
+        """The child run's tags, passed to the notebook as its `tags` parameter."""
+        return {record.SWEEP_TAG: self.sweep_id, record.INDEX_TAG: str(job.index),
+                record.HASH_TAG: job.config_hash, record.LAUNCH_TAG: launch_id}
+
+    def _placeholder_run(self, job: Job, tags: Dict[str, str]):
+        """A child run for a job stopped before it recorded anything."""
+        return self.client.create_run(self.experiment_id, run_name=job.name,
+                                      tags={record.PARENT_TAG: self.parent_run_id, **tags})
+
+    def _run_of(self, job: Job, outcome: Outcome):
+        if outcome.run_id:
+            return self.client.get_run(outcome.run_id)
+        return (find_launched_run(self.client, outcome.spec.launch_id)
+                or self._placeholder_run(job, outcome.spec.parameters["tags"]))
+
+    def record(self, job: Job, outcome: Outcome) -> JobResult:
+        """End the job's run if nothing else did (timeout, cancel, crash), then read it back:
+        the run's status and reason are the job's."""
+        run = self._run_of(job, outcome)
+        run_id = run.info.run_id
+        if run.info.status == "RUNNING":
+            reason = outcome.reason or "the job ended without ending its run"
+            self.client.set_tag(run_id, record.ERROR_TAG, reason)
+            self.client.set_terminated(run_id, "KILLED" if outcome.status == "KILLED"
+                                       else "FAILED")
+            run = self.client.get_run(run_id)
+        return JobResult(job.index, job.name, run.info.status,
+                         run.data.metrics.get(self.metric), outcome.seconds, outcome.notebook,
+                         run_id, run.data.tags.get(record.ERROR_TAG))
+
+    def close(self, result: SweepResult) -> None:
+        """Final job counts on the parent (one step per attempt) and its status."""
+        counted = record.job_count_metric("FAILED")
+        attempt = len(self.client.get_metric_history(self.parent_run_id, counted))
+        now = int(time.time() * 1000)
+        metrics = [Metric(record.job_count_metric(status), count, now, attempt)
+                   for status, count in result.counts().items()]
+        self.client.log_batch(self.parent_run_id, metrics=metrics)
+        status = "KILLED" if result.interrupted else ("FINISHED" if result.ok else "FAILED")
+        self.client.set_terminated(self.parent_run_id, status)

@@ -1,0 +1,49 @@
+"""What a sweep tells its caller: one row per job, and the sweep's overall outcome."""
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from sweepbook.tracking.record import COUNTED_STATUSES
+
+NOT_STARTED = "NOT STARTED"  # a job the sweep never reached (Ctrl-C)
+SKIPPED = "SKIPPED"  # a job whose config finished in an earlier attempt
+
+
+@dataclass
+class JobResult:
+    index: int
+    name: str
+    status: str  # FINISHED, FAILED, KILLED, SKIPPED, NOT STARTED
+    metric: Optional[float]
+    seconds: Optional[float]
+    notebook: Optional[str]  # the executed copy
+    run_id: Optional[str]
+    error: Optional[str] = None
+
+
+@dataclass
+class SweepResult:
+    sweep_id: str
+    parent_run_id: str
+    metric: str
+    results: List[JobResult] = field(default_factory=list)
+    interrupted: bool = False
+
+    def count(self, status: str) -> int:
+        return sum(result.status == status for result in self.results)
+
+    def counts(self) -> dict:
+        """Jobs per status, for the statuses the parent run records."""
+        return {status: self.count(status) for status in COUNTED_STATUSES}
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and self.count("FAILED") == self.count("KILLED") == 0
+
+    def table(self):
+        """One row per job: status, the key metric, duration, executed notebook."""
+        import pandas as pd
+
+        rows = [{"job": r.index, "name": r.name, "status": r.status, self.metric: r.metric,
+                 "seconds": None if r.seconds is None else round(r.seconds, 1),
+                 "notebook": r.notebook, "run_id": r.run_id} for r in self.results]
+        return pd.DataFrame(rows).set_index("job")

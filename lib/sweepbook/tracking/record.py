@@ -1,0 +1,81 @@
+"""The run record's contract: every tag, param, metric and artifact name that sweepbook writes
+to MLflow or reads back, in one place, and how runs are named and identified.
+
+No MLflow import here: sweeps name and hash their jobs with it before paying for MLflow.
+"""
+import hashlib
+import json
+from typing import Dict, Iterable
+
+from sweepbook.params import config_params, redact_overrides
+
+RUN_ID_ENV = "MLFLOW_RUN_ID"  # MLflow resumes this run: never let it reach a new run
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: the sweep's parent run of a child
+
+# tags of every run start_run opens
+ERROR_TAG = "sweepbook.error"  # why a run ended FAILED or KILLED
+OVERRIDES_TAG = "sweepbook.overrides"  # the Hydra overrides, secrets redacted
+CONFIG_NAME_TAG = "sweepbook.config_name"  # the primary config, conf/<name>.yaml
+HOST_TAG = "sweepbook.host"
+GIT_DIRTY_TAG = "sweepbook.git.dirty"  # 'true' when tracked files had uncommitted changes
+VERSION_TAG = "sweepbook.version.{}"  # package versions: python, sweepbook, torch, mlflow, ...
+SOURCE_NAME_TAG = "mlflow.source.name"  # the notebook
+SOURCE_TYPE_TAG = "mlflow.source.type"
+GIT_COMMIT_TAG = "mlflow.source.git.commit"
+
+# tags of a sweep's runs
+SWEEP_TAG = "sweepbook.sweep_id"  # on a sweep's parent and children
+ROLE_TAG = "sweepbook.role"  # PARENT_ROLE on a sweep's parent run
+PARENT_ROLE = "parent"
+INDEX_TAG = "sweepbook.job_index"  # the job's place in the sweep
+HASH_TAG = "sweepbook.config_hash"  # the job's resolved config: equal hashes, equal runs
+LAUNCH_TAG = "sweepbook.launch_id"  # one launch of a notebook: how its run is found again
+
+# params of a sweep's parent run, and its per-attempt job counts (metric per status)
+SWEEP_NOTEBOOK_PARAM = "sweep.notebook"
+SWEEP_JOBS_PARAM = "sweep.jobs"
+SWEEP_OVERRIDES_PARAM = "sweep.overrides"
+JOB_COUNT_METRIC = "jobs_{}"  # jobs_finished, jobs_failed, jobs_killed, jobs_skipped
+COUNTED_STATUSES = ("FINISHED", "FAILED", "KILLED", "SKIPPED")
+
+# artifacts
+CONFIG_ARTIFACT = "config.yaml"  # the resolved config, secrets redacted
+OVERRIDES_ARTIFACT = "overrides.yaml"
+MODEL_ARTIFACT = "model"  # the logged model's name
+FIGURES_FOLDER = "figures"
+LOGS_FOLDER = "logs"  # a job's own stdout and stderr
+SWEEP_DEFINITION_ARTIFACT = "sweep.yaml"  # on the parent: what --resume reruns
+
+NAME_SKIPS = ("tracking.", "paths.", "runname=", "expname=")  # overrides that do not name a run
+INFRASTRUCTURE_GROUPS = ("paths", "tracking")  # groups that place a run, not shape it
+MAX_RUN_NAME = 250
+
+
+def safe_name(name: str) -> str:
+    """A file-name-safe version of an experiment name."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "experiment"
+
+
+def job_count_metric(status: str) -> str:
+    return JOB_COUNT_METRIC.format(status.lower())
+
+
+def run_name(cfg, overrides: Iterable[str], choices: Dict[str, str]) -> str:
+    """cfg.runname, else the overrides that change the model ('model=mlp,lr=0.01'), else the
+    chosen options ('digits-cnn-adam')."""
+    if cfg.runname:
+        return cfg.runname
+    shown = []
+    for override in redact_overrides(list(overrides)):
+        key, _, value = override.lstrip("+~").partition("=")
+        if not override.lstrip("+~").startswith(NAME_SKIPS):
+            shown.append(f"{key.rsplit('.', 1)[-1]}={value}")
+    options = [option for group, option in choices.items() if group not in INFRASTRUCTURE_GROUPS]
+    return (",".join(shown) or "-".join(options) or "run")[:MAX_RUN_NAME]
+
+
+def config_hash(cfg) -> str:
+    """Identifies what a config computes: equal hashes, equal runs (resume skips them)."""
+    params = {k: v for k, v in config_params(cfg).items()
+              if k.split(".")[0] not in (*INFRASTRUCTURE_GROUPS, "runname")}
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
