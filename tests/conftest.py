@@ -12,7 +12,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweepbook.naming import sqlite_file
+from sweepbook.tracking.location import sqlite_file
 
 matplotlib.use("Agg")
 

@@ -5,7 +5,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from sweepbook.compare import best_run, load_runs, resolve_scope
-from sweepbook.registry import RegistryError, promote
+from sweepbook.compare.registry import RegistryError, promote
 
 from runs_factory import make_run
 

@@ -1,7 +1,7 @@
 import pytest
 from mlflow.exceptions import MlflowException
 
-from sweepbook.metrics import MetricBuffer
+from sweepbook.tracking.metrics import MetricBuffer
 
 
 def _run(client):

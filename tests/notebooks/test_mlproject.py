@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sweepbook.naming import sqlite_file
+from sweepbook.tracking.location import sqlite_file
 
 from conftest import ROOT
 

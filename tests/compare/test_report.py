@@ -5,7 +5,7 @@ import re
 import pytest
 
 from sweepbook.compare import ComparisonError, resolve_scope
-from sweepbook.report import write_report
+from sweepbook.compare.report import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweepbook.jobs import SweepDefinitionError
-from sweepbook.sweeps import run_sweep
+from sweepbook.sweep.plan import SweepDefinitionError
+from sweepbook.sweep import run_sweep
 
 from conftest import ROOT, SWEEPBOOK
 from test_data import write_idx
@@ -173,7 +173,7 @@ def test_sweep_from_a_notebook_cell(smoke, client, tmp_path):
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
 
-    cell = ("from sweepbook.sweeps import run_sweep\n"
+    cell = ("from sweepbook.sweep import run_sweep\n"
             f"result = run_sweep({TRAIN!r}, ['model=mlp', 'seed=1,2'], workers=2, quiet=True)\n"
             "assert result.ok, result.table()\n"
             "print(result.parent_run_id)")

@@ -8,7 +8,7 @@ import yaml
 
 from sweepbook.config import compose
 from sweepbook.models import MLP
-from sweepbook.naming import sqlite_file
+from sweepbook.tracking.location import sqlite_file
 from sweepbook.params import REDACTED, config_params
 from sweepbook.tracking import start_run
 

@@ -5,7 +5,7 @@ import pytest
 import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 
-from sweepbook.run_readers import ClientRunReader, SqlRunReader, reader_for
+from sweepbook.tracking.readers import ClientRunReader, SqlRunReader, reader_for
 
 from runs_factory import make_run
 
