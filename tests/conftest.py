@@ -90,6 +90,13 @@ def output_override(tmp_path) -> str:
     return f"paths.output_dir={tmp_path / 'outputs'}"
 
 
+def pytest_collection_modifyitems(items):
+    """A test on the `swept` store waits for a real sweep (once per session): slow."""
+    for item in items:
+        if "swept" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _close_figures():
     yield

@@ -31,7 +31,7 @@ def test_bad_overrides_exit_2_before_anything_is_recorded(unborn_store, capsys, 
 
 def test_missing_notebook_exits_2(unborn_store, capsys):
     assert main(["run", "nope.ipynb"]) == 2
-    assert "notebook 'nope.ipynb' not found" in capsys.readouterr().err
+    assert re.search(r"notebook '.*/nope.ipynb' not found", capsys.readouterr().err)
 
 
 def test_ui_binds_loopback_on_the_configured_store():

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from sweepbook.config import compose
-from sweepbook.data import IDX_FILES, DatasetNotFound, Split, batches, load_dataset, load_digits
+from sweepbook.data import (IDX_FILES, DatasetNotFound, Split, batches, load_dataset, load_diabetes,
+                            load_digits)
 
 
 def write_idx(folder, n_train=30, n_test=10, size=28, seed=0):
@@ -23,14 +24,14 @@ def write_idx(folder, n_train=30, n_test=10, size=28, seed=0):
 
 
 def test_digits_split_is_deterministic_disjoint_and_complete():
-    first, second = load_digits(0.1, 0.1, seed=3), load_digits(0.1, 0.1, seed=3)
+    first, second = load_digits(seed=3), load_digits(seed=3)
     assert torch.equal(first.train.x, second.train.x) and torch.equal(first.test.y, second.test.y)
     assert (len(first.train), len(first.val), len(first.test)) == (1437, 180, 180)
     assert first.input_shape == (1, 8, 8) and first.classes == [str(d) for d in range(10)]
     assert 0.0 <= first.train.x.min() and first.train.x.max() <= 1.0
     rows = lambda split: {tuple(r) for r in split.x.flatten(1).tolist()}
     assert not rows(first.test) & rows(first.val)
-    other = load_digits(0.1, 0.1, seed=4)
+    other = load_digits(seed=4)
     assert not torch.equal(first.test.y, other.test.y)
 
 
@@ -38,7 +39,7 @@ def test_digits_match_scikit_learn():
     from sklearn.datasets import load_digits as sklearn_digits
 
     bunch = sklearn_digits()
-    dataset = load_digits(0.1, 0.1, seed=0)
+    dataset = load_digits(seed=0)
     together = torch.cat([dataset.train.x, dataset.val.x, dataset.test.x]).flatten(1) * 16
     labels = torch.cat([dataset.train.y, dataset.val.y, dataset.test.y])
     expected = sorted(zip(map(tuple, bunch.data.tolist()), bunch.target.tolist()))
@@ -47,7 +48,7 @@ def test_digits_match_scikit_learn():
 
 def test_limit_caps_the_training_split_only():
     cfg = compose(["data.limit=100"])
-    dataset = load_dataset(cfg.data, cfg.paths.data_dir, cfg.seed)
+    dataset = load_dataset(cfg.data, cfg.seed)
     assert len(dataset.train) == 100 and len(dataset.test) == 180
 
 
@@ -55,7 +56,7 @@ def test_limit_caps_the_training_split_only():
 def test_torchvision_datasets_load_from_idx_files(tmp_path, name, folder):
     write_idx(tmp_path / folder / "raw")
     cfg = compose([f"data={name}", f"paths.data_dir={tmp_path}", "data.val_fraction=0.2"])
-    dataset = load_dataset(cfg.data, cfg.paths.data_dir, cfg.seed)
+    dataset = load_dataset(cfg.data, cfg.seed)
     assert (len(dataset.train), len(dataset.val), len(dataset.test)) == (24, 6, 10)
     assert dataset.input_shape == (1, 28, 28) and len(dataset.classes) == 10
     assert dataset.train.x.dtype == torch.float32 and dataset.train.x.max() <= 1.0
@@ -64,7 +65,7 @@ def test_torchvision_datasets_load_from_idx_files(tmp_path, name, folder):
 def test_test_split_keeps_the_files_order_and_labels(tmp_path):
     images, labels = write_idx(tmp_path / "MNIST" / "raw")
     cfg = compose(["data=mnist", f"paths.data_dir={tmp_path}"])
-    dataset = load_dataset(cfg.data, cfg.paths.data_dir, cfg.seed)
+    dataset = load_dataset(cfg.data, cfg.seed)
     assert dataset.test.y.tolist() == labels.tolist()
     assert torch.allclose(dataset.test.x[:, 0] * 255, torch.tensor(images, dtype=torch.float32))
 
@@ -72,7 +73,7 @@ def test_test_split_keeps_the_files_order_and_labels(tmp_path):
 def test_missing_files_say_where_to_put_which_files(tmp_path):
     cfg = compose(["data=fashion_mnist", f"paths.data_dir={tmp_path}"])
     with pytest.raises(DatasetNotFound) as error:
-        load_dataset(cfg.data, cfg.paths.data_dir, cfg.seed)
+        load_dataset(cfg.data, cfg.seed)
     message = str(error.value)
     assert str(tmp_path / "FashionMNIST" / "raw") in message
     assert all(name in message for name in IDX_FILES)
@@ -86,3 +87,24 @@ def test_batches_cover_every_sample_once():
     shuffled = [v for _, y in batches(split, 4, True, torch.Generator().manual_seed(0))
                 for v in y.tolist()]
     assert sorted(shuffled) == list(range(10)) and shuffled != list(range(10))
+
+
+def test_fractions_that_leave_no_training_data_are_refused():
+    with pytest.raises(ValueError, match="val_fraction \\+ test_fraction = 1 leaves no training"):
+        load_digits(seed=0, val_fraction=0.5, test_fraction=0.5)
+
+
+def test_diabetes_is_a_regression_split_scaled_by_its_training_part():
+    first, second = load_diabetes(seed=1), load_diabetes(seed=1)
+    assert torch.equal(first.test.y, second.test.y)
+    assert (len(first.train), len(first.val), len(first.test)) == (310, 66, 66)
+    assert first.input_shape == (10,) and first.classes == []
+    assert first.train.y.dtype == torch.float32 and first.train.y.min() >= 25
+    assert torch.allclose(first.train.x.mean(0), torch.zeros(10), atol=1e-5)
+    assert torch.allclose(first.train.x.std(0), torch.ones(10), atol=1e-5)
+    assert len(load_diabetes(seed=1, limit=50).train) == 50
+
+
+def test_data_config_names_its_loader():
+    dataset = load_dataset(compose(["data.limit=10"]).data, seed=0)
+    assert len(dataset.train) == 10 and dataset.classes == [str(d) for d in range(10)]

@@ -23,7 +23,8 @@ def test_passwords_inside_uris_are_redacted():
 def test_config_params_are_flat_strings_with_secrets_hidden():
     params = config_params(compose(["+service.api_key=abc123", "optimizer.lr=0.01"]))
     assert params["optimizer.lr"] == "0.01"
-    assert params["model.name"] == "cnn"
+    assert params["model"] == "cnn" and params["model._target_"] == "sweepbook.models.CNN"
+    assert "optimizer._partial_" not in params  # how to build, not what
     assert params["service.api_key"] == REDACTED
     assert all(isinstance(v, str) for v in params.values())
     assert "abc123" not in "".join(params.values())

@@ -5,11 +5,12 @@ from sweepbook.data import Split
 from sweepbook.training import History
 
 
-def test_learning_curves_show_loss_and_accuracy():
-    history = History(train_loss=[1.0, 0.5, 0.4, 0.2], val_loss=[0.6, 0.3], val_acc=[0.8, 0.9])
+def test_learning_curves_show_loss_and_the_score():
+    history = History("acc", train_loss=[1.0, 0.5, 0.4, 0.2], val_loss=[0.6, 0.3],
+                      val_score=[0.8, 0.9])
     figure = plots.learning_curves(history)
     titles = [axes.get_title() for axes in figure.axes]
-    assert titles == ["Loss", "Validation accuracy"]
+    assert titles == ["Loss", "Validation acc"]
     assert list(figure.axes[1].lines[0].get_ydata()) == [0.8, 0.9]
 
 

@@ -3,13 +3,14 @@ import torch
 from sweepbook.config import compose
 from sweepbook.data import load_dataset
 from sweepbook.models import build_model
-from sweepbook.training import build_optimizer, evaluate, fit, seed_everything, select_device
+from sweepbook.training import (REGRESSION, build_optimizer, evaluate, fit, seed_everything,
+                                select_device)
 
 
 def train(overrides):
     cfg = compose(["training.progress=false", *overrides])
     seed_everything(cfg.seed)
-    data = load_dataset(cfg.data, cfg.paths.data_dir, cfg.seed)
+    data = load_dataset(cfg.data, cfg.seed)
     model = build_model(cfg.model, data.input_shape, len(data.classes))
     logged = []
     history = fit(model, data, cfg, log=lambda metrics, step: logged.append((step, metrics)))
@@ -22,12 +23,12 @@ def test_fit_reports_step_and_epoch_metrics():
     epochs = [(step, sorted(m)) for step, m in logged if "val_acc" in m]
     assert steps == list(range(8))  # 200 samples / 64 per batch = 4 steps per epoch
     assert epochs == [(0, ["val_acc", "val_loss"]), (1, ["val_acc", "val_loss"])]
-    assert len(history.train_loss) == 8 and len(history.val_acc) == 2
+    assert len(history.train_loss) == 8 and len(history.val_score) == 2
 
 
 def test_default_config_learns_digits():
     model, data, history, _ = train([])
-    assert evaluate(model, data.test).acc >= 0.95
+    assert evaluate(model, data.test).score >= 0.95
     assert history.val_loss[-1] < history.val_loss[0]
 
 
@@ -50,7 +51,7 @@ def test_evaluate_counts_correct_predictions():
     from sweepbook.data import Split
     split = Split(torch.zeros(4, 1, 2, 2), torch.tensor([1, 1, 0, 1]))
     result = evaluate(Constant(), split)
-    assert result.acc == 0.75 and result.predictions.tolist() == [1, 1, 1, 1]
+    assert result.score == 0.75 and result.predictions.tolist() == [1, 1, 1, 1]
 
 
 def test_device_and_optimizer_follow_the_config():
@@ -60,3 +61,33 @@ def test_device_and_optimizer_follow_the_config():
     optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg.optimizer)
     assert isinstance(optimizer, torch.optim.SGD)
     assert optimizer.defaults["lr"] == 0.3 and optimizer.defaults["momentum"] == 0.5
+
+
+def test_regression_task_reports_rmse_and_trains_on_squared_error():
+    from sweepbook.data import Split
+
+    class Line(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.tensor([2.0]))
+
+        def forward(self, x):
+            return x * self.weight
+
+    split = Split(torch.tensor([[1.0], [2.0]]), torch.tensor([2.0, 6.0]))
+    result = evaluate(Line(), split, task=REGRESSION)
+    assert result.predictions.tolist() == [2.0, 4.0]
+    assert result.loss == 2.0 and abs(result.score - 2.0 ** 0.5) < 1e-6  # errors 0 and 2
+
+
+def test_regression_fit_logs_val_rmse_per_epoch():
+    from sweepbook.data import load_diabetes
+
+    cfg = compose(["training.progress=false", "training.epochs=3", "optimizer.lr=0.05"])
+    data = load_diabetes(seed=0)
+    model = torch.nn.Sequential(torch.nn.Linear(10, 1))
+    logged = []
+    history = fit(model, data, cfg, log=lambda metrics, step: logged.append(metrics),
+                  task=REGRESSION)
+    assert [sorted(m) for m in logged if "val_rmse" in m] == [["val_loss", "val_rmse"]] * 3
+    assert history.score_name == "rmse" and len(history.val_score) == 3

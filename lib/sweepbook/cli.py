@@ -36,6 +36,9 @@ def cmd_run(args) -> int:
 
     try:
         notebook = inspect(args.notebook)
+    except ConfigError as error:
+        return _fail(str(error))
+    try:
         with importable_from(notebook.path.parent):  # what the notebook composes
             cfg = compose(args.overrides + overrides_from_env(), notebook.config_name)
     except ConfigError as error:

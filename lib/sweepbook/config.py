@@ -187,7 +187,8 @@ def _compose_yaml(config_name: str, overrides: List[str]) -> DictConfig:
 
 def _resolve(full: DictConfig) -> Tuple[DictConfig, Dict[str, str]]:
     """The user's config without Hydra's own node, resolved; and the chosen group options."""
-    choices = {group: str(option) for group, option in full.hydra.runtime.choices.items()
+    chosen = reversed(full.hydra.runtime.choices.items())  # Hydra lists them last-first
+    choices = {group: str(option) for group, option in chosen
                if not group.startswith("hydra/") and option is not None}
     with _hydra_config(full):
         with open_dict(full):
@@ -245,11 +246,15 @@ def compose(overrides: Iterable[str] = (), config_name: str = DEFAULT_CONFIG,
         cfg, choices = _resolve(_compose_yaml(config_name, overrides))
         _apply_environment(cfg)
         _apply_schema(cfg)
-    except (HydraException, OmegaConfBaseException) as error:
+    except ConfigError:
+        raise
+    except (HydraException, OmegaConfBaseException, ValueError) as error:
         raise ConfigError(_explain(error, overrides)) from error
     if check_targets:
-        from sweepbook.targets import check_targets as check
+        from sweepbook.targets import target_problems  # imports the targets: torch, ...
 
-        check(cfg)
+        problems = target_problems(cfg)
+        if problems:
+            raise ConfigError("\n".join(problems))
     _remember(cfg, Composition(config_name, tuple(overrides), choices))
     return cfg

@@ -164,10 +164,14 @@ def load_torchvision(name: Literal["fashion_mnist", "mnist"], root: str, seed: i
 
 
 def load_dataset(data_cfg, seed: int) -> Dataset:
-    """The dataset a config's `data` node names (`_target_` and its keys), split by `seed`."""
+    """The dataset a config's `data` node names (`_target_` and its keys), split by `seed`.
+
+    Built as a partial, then called: the loader's own errors (a missing file) reach the
+    caller as they are, not wrapped in Hydra's InstantiationException.
+    """
     from hydra.utils import instantiate
 
-    return instantiate(data_cfg, seed=seed)
+    return instantiate(data_cfg, _partial_=True)(seed=seed)
 
 
 def batches(split: Split, batch_size: int, shuffle: bool = False,

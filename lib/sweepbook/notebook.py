@@ -44,7 +44,10 @@ def inspect(path) -> Notebook:
         raise NotebookError(f"notebook {str(path)!r} not found")
     from papermill.inspection import inspect_notebook
 
-    parameters = inspect_notebook(str(path))
+    try:
+        parameters = inspect_notebook(str(path))
+    except ValueError as error:  # no kernelspec: papermill cannot tell the language
+        raise NotebookError(f"{path} cannot be read as a notebook to run: {error}") from None
     if not parameters:
         raise NotebookError(f"{path} has no cell tagged `parameters`: tag the cell that sets "
                             f"{', '.join(PARAMETERS)} (View > Cell Toolbar > Tags in Jupyter)")

@@ -13,7 +13,6 @@ from typing import Any, Iterator, List, Tuple
 
 from omegaconf import DictConfig, ListConfig
 
-from sweepbook.config import ConfigError
 from sweepbook.schema import Range
 
 INSTANTIATE_KEYS = {"_target_", "_partial_", "_args_", "_recursive_", "_convert_"}
@@ -138,8 +137,6 @@ def _node_problems(key: str, node: DictConfig) -> List[str]:
     return _key_problems(key, node, target) or _optimizer_problems(key, node, target)
 
 
-def check_targets(cfg: DictConfig) -> None:
-    """Raise ConfigError listing every `_target_` problem of `cfg`."""
-    problems = [p for key, node in target_nodes(cfg) for p in _node_problems(key, node)]
-    if problems:
-        raise ConfigError("\n".join(problems))
+def target_problems(cfg: DictConfig) -> List[str]:
+    """Every `_target_` problem of `cfg`, readable, each naming its key."""
+    return [p for key, node in target_nodes(cfg) for p in _node_problems(key, node)]

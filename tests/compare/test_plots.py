@@ -3,7 +3,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from sweepbook import compare_plots
+from sweepbook.compare import plots as compare_plots
 
 
 def runs_frame():

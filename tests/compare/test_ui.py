@@ -75,6 +75,7 @@ def _sweep_runs(url: str, swept) -> list:
     return experiment["experiment_id"], found["runs"]
 
 
+@pytest.mark.slow
 def test_ui_prints_its_url_and_serves_the_runs_over_rest(ui, swept_template):
     swept = swept_template
     url, printed = ui
@@ -87,6 +88,7 @@ def test_ui_prints_its_url_and_serves_the_runs_over_rest(ui, swept_template):
     assert {run["info"]["status"] for run in runs} == {"FINISHED"}
 
 
+@pytest.mark.slow
 def test_experiment_page_shows_the_runs_in_chromium(ui, swept_template):
     swept = swept_template
     assert CHROMIUM.is_file(), "install Debian's chromium and chromium-driver (make test does)"

@@ -1,15 +1,19 @@
-import os
-
+"""One job: its notebook run with retries for kernel starts, and the record it finishes itself."""
 import pytest
 from papermill.exceptions import PapermillExecutionError
 
-from sweepbook.workers import (EXIT_KERNEL_FAILED, EXIT_NOTEBOOK_FAILED, EXIT_OK, JobProcesses,
-                               JobSpec, StoreHandoff, execute_with_retry, handed_over_store)
+from sweepbook.executors.base import JobSpec
+from sweepbook.executors.job import (EXIT_KERNEL_FAILED, EXIT_NOTEBOOK_FAILED, EXIT_OK,
+                                     NO_RUN_REASON, execute_with_retry, record_own_run)
+from sweepbook.tracking.record import LAUNCH_TAG
 
 
-def spec(**changes):
-    return JobSpec(index=0, notebook="n.ipynb", output="o.ipynb", log="o.log", parameters={},
-                   engine="kernel", threads=1, env={}, **changes)
+def spec(tmp_path=None, **changes):
+    folder = tmp_path or "."
+    values = dict(index=0, name="job-0", notebook="n.ipynb", output=f"{folder}/o.ipynb",
+                  log=f"{folder}/o.log", parameters={"tags": {LAUNCH_TAG: "launch-1"}},
+                  env={}, experiment_id="0")
+    return JobSpec(**{**values, **changes})
 
 
 class Flaky:
@@ -18,7 +22,7 @@ class Flaky:
     def __init__(self, failures, then=None):
         self.failures, self.then, self.calls = failures, then, 0
 
-    def __call__(self, job):
+    def __call__(self, *args):
         self.calls += 1
         if self.calls <= self.failures:
             raise RuntimeError("Kernel died before replying to kernel_info")
@@ -28,26 +32,53 @@ class Flaky:
 
 def test_a_kernel_that_fails_to_start_is_retried_once():
     flaky = Flaky(failures=1)
-    assert execute_with_retry(spec(), flaky) == EXIT_OK and flaky.calls == 2
+    assert execute_with_retry(spec(), False, flaky) == (EXIT_OK, None) and flaky.calls == 2
     broken = Flaky(failures=5)
-    assert execute_with_retry(spec(), broken) == EXIT_KERNEL_FAILED and broken.calls == 2
+    code, reason = execute_with_retry(spec(), False, broken)
+    assert code == EXIT_KERNEL_FAILED and broken.calls == 2
+    assert reason.startswith("kernel failure: RuntimeError('Kernel died")
 
 
-def test_a_failing_notebook_is_not_retried():
+def test_a_failing_notebook_is_not_retried_and_says_why():
     error = PapermillExecutionError(1, 1, "cell", "ValueError", "bad lr", [])
     failing = Flaky(failures=0, then=error)
-    assert execute_with_retry(spec(), failing) == EXIT_NOTEBOOK_FAILED and failing.calls == 1
+    assert execute_with_retry(spec(), False, failing) == (EXIT_NOTEBOOK_FAILED,
+                                                          "ValueError: bad lr")
+    assert failing.calls == 1
 
 
-def test_unknown_engine_names_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown engine 'gpu'; valid: fork, kernel"):
-        JobProcesses("gpu", workers=1)
+@pytest.fixture
+def job(tmp_path, store, client):
+    """A job of this test's store whose executed notebook and log exist."""
+    (tmp_path / "o.ipynb").write_text("{}")
+    (tmp_path / "o.log").write_text("epoch 1\n")
+    experiment_id = client.create_experiment("jobs")
+    return spec(tmp_path, env={"MLFLOW_TRACKING_URI": store}, experiment_id=experiment_id)
 
 
-def test_store_handoff_passes_the_uri_once_released():
-    with StoreHandoff() as handoff:
-        reader = open(handoff.path)
-        handoff.release("sqlite:////x/mlflow.db")
-        assert handed_over_store(reader) == "sqlite:////x/mlflow.db"
-        path = handoff.path
-    assert not os.path.exists(path) and "SWEEPBOOK_STORE_LOCK" not in os.environ
+def test_a_job_logs_its_notebook_and_log_on_its_own_run(job, client):
+    run_id = client.create_run(job.experiment_id, tags={LAUNCH_TAG: "launch-1"}).info.run_id
+    client.set_terminated(run_id, "FINISHED")
+    assert record_own_run(job, None) is None
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert sorted(a.path for a in client.list_artifacts(run_id)) == ["logs", "o.ipynb"]
+    assert [a.path for a in client.list_artifacts(run_id, "logs")] == ["logs/o.log"]
+
+
+def test_a_failed_notebook_fails_its_run_with_the_reason(job, client):
+    run_id = client.create_run(job.experiment_id, tags={LAUNCH_TAG: "launch-1"}).info.run_id
+    client.set_terminated(run_id, "FINISHED")  # its run ended, then a later cell failed
+    assert record_own_run(job, "ValueError: late") == "ValueError: late"
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED" and run.data.tags["sweepbook.error"] == "ValueError: late"
+
+
+def test_a_notebook_that_opened_no_run_gets_a_failed_placeholder(job, client):
+    parent = client.create_run(job.experiment_id).info.run_id
+    job.parameters["parent_run_id"] = parent
+    assert record_own_run(job, None) == NO_RUN_REASON
+    [run] = [r for r in client.search_runs([job.experiment_id]) if r.info.run_id != parent]
+    assert (run.info.status, run.info.run_name) == ("FAILED", "job-0")
+    assert run.data.tags["sweepbook.error"] == NO_RUN_REASON
+    assert run.data.tags["mlflow.parentRunId"] == parent
+    assert "o.ipynb" in [a.path for a in client.list_artifacts(run.info.run_id)]

@@ -4,11 +4,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from sweepbook.tracking.location import sqlite_file
 
 from conftest import ROOT
 
 
+@pytest.mark.slow
 def test_mlflow_run_trains_in_a_child_without_param_clashes(store, client, tmp_path):
     """Without --experiment-name: `mlflow run` would create that experiment with a
     cwd-relative artifact folder (./mlruns), and the notebook's artifacts would land there."""

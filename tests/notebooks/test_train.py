@@ -50,6 +50,7 @@ def assert_complete_run(client, recorded):
     assert model(torch.rand(2, 1, 8, 8)).shape == (2, 10)
 
 
+@pytest.mark.slow
 def test_train_notebook_passes_nbval_and_records_a_run(kernel_env, client, tmp_path):
     done = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
                 "--nbval-current-env", str(TRAIN)], cwd=tmp_path, env=kernel_env)
@@ -57,6 +58,7 @@ def test_train_notebook_passes_nbval_and_records_a_run(kernel_env, client, tmp_p
     assert_complete_run(client, only_run(client, "debug"))
 
 
+@pytest.mark.slow
 def test_papermill_from_another_folder_applies_overrides(kernel_env, client, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -65,7 +67,8 @@ def test_papermill_from_another_folder_applies_overrides(kernel_env, client, tmp
                 "--no-progress-bar"], cwd=elsewhere, env=kernel_env)
     assert done.returncode == 0, done.stderr[-3000:]
     recorded = only_run(client, "debug")
-    assert recorded.data.params["model.name"] == "mlp"
+    assert recorded.data.params["model"] == "mlp"
+    assert recorded.data.params["model._target_"] == "sweepbook.models.MLP"
     assert recorded.data.params["optimizer.lr"] == "0.02"
     assert recorded.data.params["note"] == "from papermill"
     assert recorded.info.run_name == "model=mlp,lr=0.02,note=from papermill,debug=default"
@@ -73,6 +76,7 @@ def test_papermill_from_another_folder_applies_overrides(kernel_env, client, tmp
     assert (elsewhere / "out.ipynb").is_file()
 
 
+@pytest.mark.slow
 def test_sweepbook_run_prints_the_result(kernel_env, client, tmp_path):
     done = run([str(BIN / "sweepbook"), "run", str(TRAIN), "model=mlp", "--quiet",
                 "--output", str(tmp_path / "executed.ipynb")], cwd=tmp_path, env=kernel_env)
@@ -85,17 +89,20 @@ def test_sweepbook_run_prints_the_result(kernel_env, client, tmp_path):
     assert executed["metadata"]["papermill"]["parameters"]["overrides"] == ["model=mlp"]
 
 
-def test_failing_notebook_run_is_recorded_failed(kernel_env, client, tmp_path):
-    env = {**kernel_env, "SWEEPBOOK_OVERRIDES": kernel_env["SWEEPBOOK_OVERRIDES"] +
-           " training.device=nodevice"}
-    done = run([str(BIN / "sweepbook"), "run", str(TRAIN), "--quiet",
-                "--output", str(tmp_path / "failed.ipynb")], cwd=tmp_path, env=env)
+@pytest.mark.slow
+def test_failing_notebook_run_is_recorded_failed_with_its_notebook(kernel_env, client,
+                                                                   tmp_path):
+    done = run([str(BIN / "sweepbook"), "run", str(TRAIN), "data=mnist",
+                f"paths.data_dir={tmp_path / 'nothing'}", "--quiet",
+                "--output", str(tmp_path / "failed.ipynb")], cwd=tmp_path, env=kernel_env)
     assert done.returncode == 1
-    assert "the notebook failed" in done.stderr and "nodevice" in done.stderr
+    assert "the notebook failed" in done.stderr and "DatasetNotFound" in done.stderr
     recorded = only_run(client, "debug")
     assert recorded.info.status == "FAILED"
-    assert "nodevice" in recorded.data.tags["sweepbook.error"]
+    assert "MNIST not found" in recorded.data.tags["sweepbook.error"]
     assert "An Exception was encountered" in (tmp_path / "failed.ipynb").read_text()
+    logged = [a.path for a in client.list_artifacts(recorded.info.run_id)]
+    assert "failed.ipynb" in logged  # the job's own record holds its executed notebook
 
 
 def _outputs(notebook: Path) -> str:
@@ -113,6 +120,7 @@ def _images(notebook: Path) -> int:
     return sum("image/png" in o.get("data", {}) for c in cells for o in c.get("outputs", []))
 
 
+@pytest.mark.slow
 def test_compare_notebook_passes_nbval_on_the_latest_sweep(swept, tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": swept.uri}
     done = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
@@ -122,6 +130,7 @@ def test_compare_notebook_passes_nbval_on_the_latest_sweep(swept, tmp_path):
     assert re.search(rf"\b{code_cells} passed", done.stdout), done.stdout[-2000:]
 
 
+@pytest.mark.slow
 def test_compare_notebook_under_papermill_ranks_reloads_and_promotes(swept, tmp_path):
     """The store comes from the config here, as for a user: no MLFLOW_TRACKING_URI."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}

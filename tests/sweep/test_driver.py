@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweepbook.sweep.plan import SweepDefinitionError
+from sweepbook.notebook import NotebookError
 from sweepbook.sweep import run_sweep
 
 from conftest import ROOT, SWEEPBOOK
@@ -35,6 +35,7 @@ def runs_of(client, result):
     return parent, sorted(children, key=lambda r: int(r.data.tags["sweepbook.job_index"]))
 
 
+@pytest.mark.slow
 def test_parallel_sweep_records_parent_children_and_notebooks(smoke, client):
     result = run_sweep(TRAIN, ["model=cnn,mlp", "optimizer.lr=1e-3,1e-2"], workers=2,
                        quiet=True)
@@ -44,7 +45,8 @@ def test_parallel_sweep_records_parent_children_and_notebooks(smoke, client):
     assert parent.data.tags["sweepbook.sweep_id"] == result.sweep_id
     assert parent.data.params["sweep.jobs"] == "4"
     assert parent.data.metrics["jobs_finished"] == 4 and parent.data.metrics["jobs_failed"] == 0
-    assert [c.data.params["model.name"] for c in children] == ["cnn", "cnn", "mlp", "mlp"]
+    assert [c.data.params["model"] for c in children] == ["cnn", "cnn", "mlp", "mlp"]
+    assert [c.data.tags["sweepbook.config_name"] for c in children] == ["train"] * 4
     assert [c.data.params["optimizer.lr"] for c in children] == ["0.001", "0.01"] * 2
     assert len({c.data.tags["sweepbook.config_hash"] for c in children}) == 4
     for child, row in zip(children, result.results):
@@ -59,6 +61,7 @@ def test_parallel_sweep_records_parent_children_and_notebooks(smoke, client):
     assert len(table) == 4
 
 
+@pytest.mark.slow
 def test_kernel_engine_gives_the_same_results(smoke, client):
     overrides = ["model=mlp", "optimizer.lr=1e-2,3e-2"]
     forked = run_sweep(TRAIN, overrides, workers=2, quiet=True)
@@ -68,6 +71,7 @@ def test_kernel_engine_gives_the_same_results(smoke, client):
     assert [r.metric for r in kernel.results] == [r.metric for r in forked.results]
 
 
+@pytest.mark.slow
 def test_failed_job_is_isolated_recorded_and_resumed(smoke, client, tmp_path):
     data_dir = tmp_path / "datasets"
     overrides = ["data=digits,mnist", f"paths.data_dir={data_dir}"]
@@ -91,6 +95,7 @@ def test_failed_job_is_isolated_recorded_and_resumed(smoke, client, tmp_path):
     assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED", "FINISHED"]
 
 
+@pytest.mark.slow
 def test_resume_by_id_marks_stale_running_children_killed(smoke, client):
     first = run_sweep(TRAIN, ["model=mlp", "seed=1,2"], workers=2, quiet=True)
     parent = client.get_run(first.parent_run_id)
@@ -101,6 +106,7 @@ def test_resume_by_id_marks_stale_running_children_killed(smoke, client):
     assert client.get_run(stale.info.run_id).info.status == "KILLED"
 
 
+@pytest.mark.slow
 def test_timeout_stops_a_job_and_fails_its_run(smoke, client):
     result = run_sweep(TRAIN, ["model=mlp"], workers=1, timeout=0.5, quiet=True)
     [job] = result.results
@@ -108,6 +114,7 @@ def test_timeout_stops_a_job_and_fails_its_run(smoke, client):
     assert client.get_run(job.run_id).info.status == "FAILED"
 
 
+@pytest.mark.slow
 def test_cli_summary_lists_every_job_and_exits_1_on_failure(smoke, tmp_path, capsys):
     from sweepbook.cli import main
 
@@ -130,10 +137,12 @@ def test_validation_error_exits_2_and_writes_nothing(tmp_path):
     done = subprocess.run([SWEEPBOOK, "sweep", TRAIN, "model=cnn,nope", "--quiet"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 2
-    assert "1 of 2 jobs are invalid; nothing was run" in done.stderr and "resnet18" in done.stderr
+    assert "1 of 2 jobs are invalid against conf/train.yaml; nothing was run" in done.stderr
+    assert "resnet18" in done.stderr
     assert not db.parent.exists()
 
 
+@pytest.mark.slow
 def test_parallel_workers_start_on_a_fresh_store(tmp_path, monkeypatch):
     db = tmp_path / "fresh" / "mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
@@ -144,6 +153,7 @@ def test_parallel_workers_start_on_a_fresh_store(tmp_path, monkeypatch):
     assert len(runs_of(client, result)[1]) == 3
 
 
+@pytest.mark.slow
 def test_ctrl_c_kills_runs_and_the_sweep_resumes(smoke, client, tmp_path):
     env = {**os.environ}
     command = [SWEEPBOOK, "sweep", TRAIN, "model=cnn", "training.epochs=200", "seed=1,2",
@@ -169,6 +179,7 @@ def _running_children(client):
             if "mlflow.parentRunId" in r.data.tags]
 
 
+@pytest.mark.slow
 def test_sweep_from_a_notebook_cell(smoke, client, tmp_path):
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
@@ -191,6 +202,7 @@ def test_sweep_from_a_notebook_cell(smoke, client, tmp_path):
     assert parent.data.metrics["jobs_finished"] == 2
 
 
+@pytest.mark.slow
 def test_a_leaked_mlflow_run_id_never_reaches_the_jobs(smoke, client, monkeypatch):
     stray = client.create_run(client.create_experiment("stray")).info.run_id
     client.set_terminated(stray, "FINISHED")
@@ -212,6 +224,25 @@ def test_resuming_an_unknown_sweep_says_so(smoke, capsys):
     assert "give a notebook to sweep, or --resume SWEEP_ID" in capsys.readouterr().err
 
 
-def test_missing_notebook_is_a_definition_error(smoke):
-    with pytest.raises(SweepDefinitionError, match="not found"):
+def test_missing_notebook_is_refused(smoke):
+    with pytest.raises(NotebookError, match="not found"):
         run_sweep("nope.ipynb", ["model=mlp"], quiet=True)
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda cell: cell.metadata.update(tags=[]), "has no cell tagged `parameters`"),
+    (lambda cell: setattr(cell, "source", "overrides = []"), "does not set config_name"),
+])
+def test_a_notebook_without_its_parameters_is_refused_before_anything(tmp_path, change, says):
+    import nbformat
+
+    notebook = nbformat.read(TRAIN, as_version=4)
+    change(next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])))
+    nbformat.write(notebook, tmp_path / "train.ipynb")
+    db = tmp_path / "store" / "mlflow.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
+    for command in ("sweep", "run"):
+        done = subprocess.run([SWEEPBOOK, command, str(tmp_path / "train.ipynb"), "seed=1"],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 2 and says in done.stderr, done.stderr
+    assert not db.parent.exists()

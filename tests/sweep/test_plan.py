@@ -1,8 +1,17 @@
 import pytest
 
-from sweepbook.jobs import (SweepDefinitionError, config_hash, expand, merge_overrides, plan,
-                            read_sweep_file, short_name, sweep_id)
-from sweepbook.config import compose
+from sweepbook.notebook import inspect
+from sweepbook.sweep import plan as planning
+from sweepbook.sweep.plan import (SweepDefinitionError, expand, merge_overrides, read_sweep_file,
+                                  short_name, sweep_id)
+
+from conftest import ROOT
+
+TRAIN = inspect(ROOT / "notebooks" / "train.ipynb")
+
+
+def plan(overrides, sweep_file=None):
+    return planning.plan(TRAIN, overrides, sweep_file)
 
 
 def test_grid_is_the_full_product_in_hydra_order():
@@ -31,7 +40,7 @@ def test_every_invalid_job_is_reported_before_anything_runs():
     with pytest.raises(SweepDefinitionError) as error:
         plan(["model=cnn,nope", "training.epochs=2,abc"])
     message = str(error.value)
-    assert message.startswith("3 of 4 jobs are invalid; nothing was run")
+    assert message.startswith("3 of 4 jobs are invalid against conf/train.yaml; nothing was run")
     assert "job 1 (model=cnn training.epochs=abc)" in message and "Integer" in message
     assert "job 2 (model=nope training.epochs=2)" in message and "resnet18" in message
     with pytest.raises(SweepDefinitionError, match="trainig"):
@@ -64,12 +73,6 @@ def test_merge_replaces_same_keys_only():
     assert merge_overrides(["a=1,2", "b=3"], ["b=4", "c=5"]) == ["a=1,2", "b=4", "c=5"]
 
 
-def test_config_hash_follows_what_is_computed_not_where_it_lands():
-    base = config_hash(compose())
-    assert config_hash(compose(["paths.output_dir=/elsewhere", "runname=x"])) == base
-    assert config_hash(compose(["optimizer.lr=0.1"])) != base
-
-
 def test_same_sweep_same_id_whatever_the_order():
     jobs = plan(["model=cnn,mlp"])
     assert sweep_id("a/train.ipynb", jobs) == sweep_id("b/train.ipynb", jobs[::-1])
@@ -79,3 +82,28 @@ def test_same_sweep_same_id_whatever_the_order():
 def test_jobs_are_named_and_file_safe():
     job = plan(['+note="a/b c"'])[0]
     assert job.name == 'note="a/b c"' and short_name(job) == "note=_a_b_c_"
+
+
+def test_targets_are_checked_for_every_job_with_the_notebooks_folder_importable(tmp_path):
+    import shutil
+
+    shutil.copy(ROOT / "notebooks" / "train.ipynb", tmp_path / "train.ipynb")
+    (tmp_path / "mine.py").write_text("class Net:\n    def __init__(self, input_shape, "
+                                      "num_classes, width=4):\n        pass\n")
+    mine = inspect(tmp_path / "train.ipynb")
+    [job] = planning.plan(mine, ["model._target_=mine.Net", "~model.channels", "+model.width=8"])
+    assert job.overrides == ["model._target_=mine.Net", "~model.channels=null", "+model.width=8"]
+    with pytest.raises(SweepDefinitionError, match=r"model.wdth: mine.Net has no parameter "
+                                                   r"'wdth'; valid: input_shape, num_classes, "
+                                                   r"width"):
+        planning.plan(mine, ["model._target_=mine.Net", "~model.channels", "+model.wdth=8"])
+    import sys
+    assert str(tmp_path) not in sys.path  # the notebook's folder was only borrowed
+
+
+def test_jobs_are_validated_against_the_notebooks_own_config(tmp_path):
+    from sweepbook.notebook import Notebook
+
+    elsewhere = Notebook(tmp_path / "nb.ipynb", "nope")
+    with pytest.raises(SweepDefinitionError, match=r"no primary config 'nope'"):
+        planning.plan(elsewhere, ["seed=1"])

@@ -1,15 +1,30 @@
 from pathlib import Path
 
 from sweepbook.config import compose
-from sweepbook.naming import artifact_root, run_name, safe_name, sqlite_file
+from sweepbook.config import composition
+from sweepbook.tracking.location import artifact_root, sqlite_file
+from sweepbook.tracking.record import config_hash, run_name, safe_name
 
 
-def test_run_name_comes_from_runname_or_overrides():
-    assert run_name(compose(["runname=mine"]), ["runname=mine"]) == "mine"
-    assert run_name(compose(), []) == "cnn-digits"
-    overrides = ["model=mlp", "optimizer.lr=0.01", "tracking.uri=sqlite:///x.db"]
-    assert run_name(compose(overrides[:2]), overrides) == "model=mlp,lr=0.01"
-    assert run_name(compose(["+db.password=x"]), ["+db.password=x"]) == "password=***"
+def name(overrides):
+    cfg = compose(overrides)
+    return run_name(cfg, overrides, composition(cfg).choices)
+
+
+def test_run_name_comes_from_runname_or_overrides_or_the_choices():
+    assert name(["runname=mine"]) == "mine"
+    assert name([]) == "digits-cnn-adam"
+    assert name(["model=mlp", "optimizer.lr=0.01", "tracking.uri=sqlite:///x.db"]) == \
+        "model=mlp,lr=0.01"
+    assert name(["+db.password=x"]) == "password=***"
+
+
+def test_config_hash_follows_what_is_computed_not_where_it_lands():
+    base = config_hash(compose())
+    assert config_hash(compose(["paths.output_dir=/elsewhere", "runname=x"])) == base
+    assert config_hash(compose(["tracking=server"])) == base
+    assert config_hash(compose(["optimizer.lr=0.1"])) != base
+    assert config_hash(compose(["model=mlp"])) != base
 
 
 def test_artifacts_go_beside_a_sqlite_store_unless_configured(tmp_path):

@@ -25,19 +25,20 @@ def artifacts(client, run_id, path=None):
 
 
 def test_finished_run_logs_config_once_with_tags_and_artifacts(cfg, client):
-    overrides = ["optimizer.lr=0.01"]
-    cfg = compose([*SMOKE, *overrides, f"paths.output_dir={cfg.paths.output_dir}"])
-    with start_run(cfg, overrides, notebook="notebooks/train.ipynb") as run:
+    overrides = ["optimizer.lr=0.01", *SMOKE, f"paths.output_dir={cfg.paths.output_dir}"]
+    cfg = compose(overrides)
+    with start_run(cfg, notebook="notebooks/train.ipynb") as run:
         run.log_metrics({"val_acc": 0.5}, step=0)
     recorded = client.get_run(run.run_id)
     assert recorded.info.status == "FINISHED"
-    assert recorded.info.run_name == "lr=0.01"
+    assert recorded.info.run_name == "lr=0.01,debug=default"
     assert recorded.data.params == config_params(cfg)
     assert recorded.data.params["optimizer.lr"] == "0.01"
     tags = recorded.data.tags
     assert tags["mlflow.source.name"] == "notebooks/train.ipynb"
     assert tags["sweepbook.version.torch"] == torch.__version__.split("+")[0]
-    assert tags["sweepbook.overrides"] == "optimizer.lr=0.01"
+    assert tags["sweepbook.overrides"] == " ".join(overrides)
+    assert tags["sweepbook.config_name"] == "train"
     if (ROOT / ".git").exists():
         assert len(tags["mlflow.source.git.commit"]) == 40
         assert tags["sweepbook.git.dirty"] in ("true", "false")
@@ -102,8 +103,8 @@ def test_parent_run_id_makes_a_child_run(cfg, client):
 
 
 def test_secrets_are_redacted_in_params_tags_and_logged_config(cfg, client):
-    overrides = ["+service.api_token=s3cr3t"]
-    cfg = compose([*SMOKE, *overrides, f"paths.output_dir={cfg.paths.output_dir}"])
+    overrides = ["+service.api_token=s3cr3t", *SMOKE, f"paths.output_dir={cfg.paths.output_dir}"]
+    cfg = compose(overrides)
     with start_run(cfg, overrides, tags={"db_password": "pw"}) as run:
         pass
     recorded = client.get_run(run.run_id)
@@ -132,7 +133,7 @@ def test_figures_and_model_round_trip(cfg, client):
     import matplotlib.pyplot as plt
 
     torch.manual_seed(0)
-    model = MLP(4, 3, hidden=5)
+    model = MLP((4,), 3, hidden=5)
     example = torch.rand(2, 4).numpy()
     with start_run(cfg) as run:
         figure, axes = plt.subplots()

@@ -19,7 +19,7 @@ LATEST = "latest"  # a sweep id meaning: the newest sweep
 DIRECTIONS = ("max", "min")
 PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 KEYED_COLUMNS = ("metrics.", "params.", "tags.")
-MINIMIZED = ("loss", "error", "time", "seconds")  # metric names that get better going down
+MINIMIZED = ("loss", "error", "time", "seconds", "rmse", "mse", "mae")  # better going down
 
 
 class ComparisonError(ValueError):
