@@ -43,7 +43,8 @@ def test_ui_binds_loopback_on_the_configured_store():
 def test_runs_prints_the_sweep_best_first(swept, capsys):
     assert main(["runs", "--sweep", swept.sweep_id]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["run_id", "run", "status", "test_acc", "test_loss", "model.name",
+    assert out[0].split() == ["run_id", "run", "status", "test_acc", "test_loss", "model",
+                              "model.channels", "model.hidden",
                               "optimizer.lr", "seconds"]
     rows = [line.split() for line in out[2:6]]
     assert [row[0] for row in rows] == ["1", "2", "3", "4"]

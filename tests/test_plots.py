@@ -28,3 +28,10 @@ def test_sample_predictions_mark_mistakes_in_red():
     assert [label.get_text() for label in labels] == ["a (a)", "c (b)", "c (c)"]
     assert [label.get_color() for label in labels] == ["black", "red", "black"]
     assert figure.axes[0].images[0].get_array().shape == (11, 27)  # 3 images, 8x8, label rows
+
+
+def test_predicted_against_true_shows_the_rmse():
+    figure = plots.predicted_vs_true([1.0, 2.0, 3.0], [1.0, 2.0, 5.0])
+    axes = figure.axes[0]
+    assert axes.get_title() == "Predicted against true (RMSE 1.15)"
+    assert axes.collections[0].get_offsets().tolist() == [[1, 1], [2, 2], [3, 5]]

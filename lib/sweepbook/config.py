@@ -8,6 +8,7 @@ target (targets.py). `composition(cfg)` tells which config, overrides and group 
 so a run records exactly what built its config.
 """
 import contextlib
+import hashlib
 import importlib.util
 import os
 import shlex
@@ -46,6 +47,7 @@ class Composition:
     config_name: str  # the primary config, conf/<config_name>.yaml
     overrides: Tuple[str, ...]  # the Hydra overrides, in order
     choices: Dict[str, str]  # config group -> chosen option ('model' -> 'mlp')
+    fingerprint: str = ""  # of the config as composed: changed later in code, it differs
 
 
 _COMPOSED: Dict[int, Tuple[weakref.ref, Composition]] = {}
@@ -55,6 +57,11 @@ def composition(cfg) -> Optional[Composition]:
     """How `cfg` was composed; None for a config compose() did not make."""
     ref, made = _COMPOSED.get(id(cfg), (None, None))
     return made if ref is not None and ref() is cfg else None
+
+
+def fingerprint(cfg: DictConfig) -> str:
+    """A digest of the config's content, to tell whether code changed it after compose()."""
+    return hashlib.sha256(OmegaConf.to_yaml(cfg).encode()).hexdigest()[:16]
 
 
 def _remember(cfg: DictConfig, made: Composition) -> None:
@@ -256,5 +263,5 @@ def compose(overrides: Iterable[str] = (), config_name: str = DEFAULT_CONFIG,
         problems = target_problems(cfg)
         if problems:
             raise ConfigError("\n".join(problems))
-    _remember(cfg, Composition(config_name, tuple(overrides), choices))
+    _remember(cfg, Composition(config_name, tuple(overrides), choices, fingerprint(cfg)))
     return cfg

@@ -78,3 +78,16 @@ def sample_predictions(split: Split, predicted, classes: Sequence[str], n: int =
     ax.set_title("Sample predictions: predicted (true)")
     fig.tight_layout()
     return fig
+
+
+def predicted_vs_true(truth, predicted) -> Figure:
+    """A regressor's predictions against the true values, with the diagonal of perfection."""
+    truth, predicted = np.asarray(truth, dtype=float), np.asarray(predicted, dtype=float)
+    rmse = float(np.sqrt(np.mean((predicted - truth) ** 2)))
+    low, high = min(truth.min(), predicted.min()), max(truth.max(), predicted.max())
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(truth, predicted, alpha=0.6, s=14)
+    ax.plot([low, high], [low, high], color="grey", lw=1)
+    ax.set(xlabel="true", ylabel="predicted", title=f"Predicted against true (RMSE {rmse:.2f})")
+    fig.tight_layout()
+    return fig

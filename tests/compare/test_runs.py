@@ -124,7 +124,8 @@ def test_run_config_and_artifacts_of_a_real_run(swept):
     run = load_runs(scope).iloc[0]
     cfg = run_config(scope, run["run_id"])
     assert (cfg.expname, cfg.training.epochs) == ("debug", 3)  # the debug preset it ran with
-    assert cfg.model.name == run["params.model.name"]
+    assert cfg.model._target_ == run["params.model._target_"]
+    assert load_runs(scope)["params.model"].tolist().count(run["params.model"]) == 2
     assert read_artifact(scope, run["run_id"], "figures/confusion_matrix.png").startswith(
         b"\x89PNG")
     assert read_artifact(scope, run["run_id"], "figures/nope.png") is None

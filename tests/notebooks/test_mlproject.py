@@ -26,7 +26,7 @@ def test_mlflow_run_trains_in_a_child_without_param_clashes(store, client, tmp_p
     [notebook] = client.search_runs([client.get_experiment_by_name("debug").experiment_id])
     assert project.info.status == notebook.info.status == "FINISHED"
     assert notebook.data.tags["mlflow.parentRunId"] == project.info.run_id
-    assert notebook.data.params["model.name"] == "mlp"
+    assert notebook.data.params["model"] == "mlp"
     assert notebook.data.params["optimizer.lr"] == "0.02"
     assert "overrides" not in notebook.data.params
     assert "test_acc" in notebook.data.metrics

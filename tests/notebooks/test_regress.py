@@ -73,6 +73,19 @@ def test_regressor_ranges_are_checked_from_the_users_own_module():
     assert "regressor.depth=0 is out of range: must be >= 1" in str(refused.value)
 
 
+def test_regressors_predict_one_value_per_sample_starting_at_the_mean():
+    try:
+        with importable_from(NOTEBOOKS):
+            from regressors import Linear, MLPRegressor
+    finally:
+        sys.modules.pop("regressors", None)
+    x = torch.zeros(5, 10)
+    assert Linear(10, target_mean=150.0)(x).tolist() == [[150.0]] * 5
+    deep = MLPRegressor(10, hidden=8, depth=3, dropout=0.5, target_mean=150.0)
+    assert deep(x).shape == (5, 1)
+    assert sum(isinstance(layer, torch.nn.Linear) for layer in deep.modules()) == 4
+
+
 @pytest.mark.slow
 def test_papermill_from_another_folder_records_a_loadable_linear_model(kernel_env, client,
                                                                        tmp_path):
@@ -148,7 +161,7 @@ def test_sweep_over_regressors_ranks_lowest_rmse_first(kernel_env, client, tmp_p
 @pytest.mark.parametrize("overrides, named", [
     (["model.channels=8,16"], "model.channels"),  # train.yaml's group: not in regress.yaml
     (["regressor=mlp", "regressor.hidden=0"], "regressor.hidden=0 is out of range"),
-])
+], ids=["unknown_group", "out_of_range"])
 def test_sweep_validates_against_the_notebooks_own_config(overrides, named, tmp_path):
     db = tmp_path / "store" / "mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}",

@@ -143,7 +143,8 @@ def test_compare_notebook_under_papermill_ranks_reloads_and_promotes(swept, tmp_
     assert not (tmp_path / "mlflow.db").exists()  # MLflow's cwd-relative default stays unused
     shown = _outputs(out)
     assert f"sweep {swept.sweep_id}: 4 runs in {swept.uri}" in shown
-    assert "swept: model.name, optimizer.lr; ranked by val_loss (min)" in shown
+    assert ("swept: model, model.channels, model.hidden, optimizer.lr; ranked by val_loss (min)"
+            in shown)
     client = MlflowClient(swept.uri)
     champion = client.get_model_version_by_alias("digits", "champion")
     best = client.get_run(champion.run_id)
@@ -152,6 +153,6 @@ def test_compare_notebook_under_papermill_ranks_reloads_and_promotes(swept, tmp_
                                   f"tags.`mlflow.parentRunId` = '{parent}'")
     assert best.data.metrics["val_loss"] == min(r.data.metrics["val_loss"] for r in children)
     logged = best.data.metrics["test_acc"]
-    assert re.search(rf"re-evaluated on \d+ test images: accuracy {logged:.4f} \(logged: "
+    assert re.search(rf"re-evaluated on \d+ test samples: acc {logged:.4f} \(logged: "
                      rf"{logged:.4f}\)", shown), shown
     assert _images(out) == 4  # metric vs params, learning curves, parallel coords, confusion

@@ -2,6 +2,7 @@
 (conf/ and notebooks/ copied from this checkout, one model class, one YAML file, one resolver),
 pointed at with $SWEEPBOOK_ROOT and driven with the real `sweepbook` command.
 Nothing under lib/sweepbook is touched. Bad input exits 2 before any store is created."""
+import json
 import os
 import re
 import shutil
@@ -218,6 +219,23 @@ def test_a_sweep_that_gives_every_job_the_mandatory_value_runs(project, store, t
     done = sweepbook("sweep", str(project / "notebooks" / "train.ipynb"), "model=mlp",
                      "seed=1,2", "--workers", "2", "--quiet",
                      env=user_env(tmp_path, store, project))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"^sweep \w+: 2 finished; parent run \w+$", done.stdout, re.M), done.stdout
+
+
+@pytest.mark.slow
+def test_a_sweep_of_a_notebook_whose_primary_config_is_not_train(project, store, tmp_path):
+    """The notebook names its primary config (conf/mine.yaml); no conf/train.yaml exists."""
+    (project / "conf" / "train.yaml").rename(project / "conf" / "mine.yaml")
+    notebook = project / "notebooks" / "mine.ipynb"
+    cells = json.loads((project / "notebooks" / "train.ipynb").read_text())
+    parameters = [c for c in cells["cells"] if "parameters" in c["metadata"].get("tags", [])]
+    source = "".join(parameters[0]["source"])
+    assert source.count('config_name = "train"') == 1
+    parameters[0]["source"] = source.replace('config_name = "train"', 'config_name = "mine"')
+    notebook.write_text(json.dumps(cells))
+    done = sweepbook("sweep", str(notebook), "model=tiny", "seed=1,2", "--workers", "2",
+                     "--quiet", env=user_env(tmp_path, store, project))
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"^sweep \w+: 2 finished; parent run \w+$", done.stdout, re.M), done.stdout
 

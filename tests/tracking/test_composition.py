@@ -51,3 +51,16 @@ def test_run_records_the_composition_of_its_cfg(store, client, output_override):
     logged = mlflow.artifacts.download_artifacts(run_id=run.run_id, artifact_path="overrides.yaml",
                                                  tracking_uri=store)
     assert yaml.safe_load(Path(logged).read_text()) == overrides
+
+
+def test_a_config_changed_in_code_after_compose_is_tagged_edited(store, tmp_path, client):
+    cfg = compose(["debug=default", f"paths.output_dir={tmp_path}"])
+    with start_run(cfg) as untouched:
+        pass
+    cfg.optimizer.lr = 0.1
+    with start_run(cfg) as edited:
+        pass
+    assert "sweepbook.config_edited" not in client.get_run(untouched.run_id).data.tags
+    run = client.get_run(edited.run_id)
+    assert run.data.tags["sweepbook.config_edited"] == "true"
+    assert run.data.params["optimizer.lr"] == "0.1"  # the params say what ran

@@ -142,8 +142,12 @@ def metric_names(runs: pd.DataFrame) -> List[str]:
 
 
 def swept_params(runs: pd.DataFrame) -> List[str]:
-    """The params columns whose value differs between runs: what the sweep varied."""
-    columns = [c for c in runs.columns if c.startswith("params.")]
+    """The params columns whose value differs between runs: what the sweep varied.
+
+    A group's `_target_` is left out: the group's own column (`model`: cnn, mlp) names the
+    choice as the overrides did.
+    """
+    columns = [c for c in runs.columns if c.startswith("params.") and not c.endswith("._target_")]
     return [c for c in columns if runs[c].nunique(dropna=False) > 1]
 
 

@@ -16,6 +16,8 @@ PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: the sweep's parent run of a c
 ERROR_TAG = "sweepbook.error"  # why a run ended FAILED or KILLED
 OVERRIDES_TAG = "sweepbook.overrides"  # the Hydra overrides, secrets redacted
 CONFIG_NAME_TAG = "sweepbook.config_name"  # the primary config, conf/<name>.yaml
+CONFIG_EDITED_TAG = "sweepbook.config_edited"  # 'true': code changed cfg after compose, so
+#                                                the params, not the overrides, say what ran
 HOST_TAG = "sweepbook.host"
 GIT_DIRTY_TAG = "sweepbook.git.dirty"  # 'true' when tracked files had uncommitted changes
 VERSION_TAG = "sweepbook.version.{}"  # package versions: python, sweepbook, torch, mlflow, ...

@@ -21,7 +21,7 @@ import mlflow
 import yaml
 from mlflow.tracking import MlflowClient
 
-from sweepbook.config import Composition, composition
+from sweepbook.config import Composition, composition, fingerprint
 from sweepbook.env import patched_environ
 from sweepbook.params import config_params, redact, redact_overrides, to_container
 from sweepbook.tracking import record
@@ -212,8 +212,10 @@ def start_run(cfg, overrides: Optional[Iterable[str]] = None,
     The overrides and the primary config's name are those `cfg` was composed with.
     """
     made = _composition(cfg, overrides)
+    edited = bool(made.fingerprint) and fingerprint(cfg) != made.fingerprint
     all_tags = {**source_tags(Path(cfg.paths.root_dir), notebook),
                 record.CONFIG_NAME_TAG: made.config_name,
+                **({record.CONFIG_EDITED_TAG: "true"} if edited else {}),
                 record.OVERRIDES_TAG: " ".join(redact_overrides(list(made.overrides))),
                 **{k: str(v) for k, v in redact(dict(tags or {})).items()}}
     with using_tracking_uri(cfg.tracking.uri):
