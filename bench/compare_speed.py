@@ -21,7 +21,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from sweepbook.compare import load_runs, resolve_scope
-from sweepbook.run_readers import ClientRunReader
+from sweepbook.tracking.readers import ClientRunReader
 
 GOAL = 0.7
 PARAMS = 15

@@ -54,7 +54,7 @@ def warm_work(jobs, folder) -> float:
     """The jobs' own work: the notebook run in this process once warm (in-process engine)."""
     import papermill
 
-    from sweepbook.engine import ENGINE_NAME, register
+    from sweepbook.executors.engine import ENGINE_NAME, register
 
     register()
 

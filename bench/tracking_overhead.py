@@ -17,7 +17,7 @@ from pathlib import Path
 
 import mlflow
 
-from sweepbook.config import compose
+from sweepbook.config import compose, composition
 from sweepbook.data import load_dataset
 from sweepbook.models import build_model
 from sweepbook.tracking import start_run
@@ -57,7 +57,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="sweepbook-bench-"))
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
     cfg = compose(["training.progress=false", "expname=bench", f"paths.output_dir={folder}"])
-    data = load_dataset(cfg.data, cfg.paths.data_dir, cfg.seed)
+    data = load_dataset(cfg.data, cfg.seed)
     untracked(cfg, data), buffered(cfg, data)  # warm-up: first-use costs of torch and the store
     times = {"untracked": [], "buffered": [], "synchronous": []}
     for repeat in range(args.repeats):
@@ -68,7 +68,8 @@ def main() -> None:
             times["synchronous"].append(synchronous(cfg, data))
     base = statistics.median(times["untracked"])
     steps = len(data.train) // cfg.training.batch_size + 1
-    print(f"default training: {cfg.model.name.value} on {cfg.data.name.value}, "
+    choices = composition(cfg).choices
+    print(f"default training: {choices['model']} on {choices['data']}, "
           f"{cfg.training.epochs} epochs x {steps} steps; medians of {args.repeats} runs")
     for name, values in times.items():
         median = statistics.median(values)
