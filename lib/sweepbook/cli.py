@@ -25,8 +25,8 @@ def _print_run_summary(execution) -> None:
     run = execution.run
     print(f"executed notebook: {execution.notebook}")
     print(f"run id: {run.info.run_id} ({run.info.status})")
-    if "test_acc" in run.data.metrics:
-        print(f"test accuracy: {run.data.metrics['test_acc']:.4f}")
+    for key in sorted(k for k in run.data.metrics if k.startswith("test_")):
+        print(f"{key}: {run.data.metrics[key]:.4f}")
     print("open it in the MLflow UI: make ui  (or: sweepbook ui)")
 
 

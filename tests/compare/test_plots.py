@@ -55,3 +55,10 @@ def test_parallel_coordinates_scale_each_axis_and_colour_by_the_metric():
     viridis = plt.get_cmap("viridis")
     assert tuple(best.get_color()) == viridis(1.0)  # the best score
     assert tuple(lines[1].get_color()) == viridis(0.0)  # the worst
+
+
+def test_a_param_only_some_runs_have_is_shown_unset():
+    from sweepbook.compare.plots import encode
+
+    numbers, labels = encode(pd.Series(["16", None, "32", float("nan")]))
+    assert labels == ["16", "32", "unset"] and numbers.tolist() == [0, 2, 1, 2]

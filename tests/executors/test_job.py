@@ -52,7 +52,7 @@ def job(tmp_path, store, client):
     """A job of this test's store whose executed notebook and log exist."""
     (tmp_path / "o.ipynb").write_text("{}")
     (tmp_path / "o.log").write_text("epoch 1\n")
-    experiment_id = client.create_experiment("jobs")
+    experiment_id = client.create_experiment("jobs", (tmp_path / "artifacts").as_uri())
     return spec(tmp_path, env={"MLFLOW_TRACKING_URI": store}, experiment_id=experiment_id)
 
 

@@ -83,7 +83,8 @@ def test_sweepbook_run_prints_the_result(kernel_env, client, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     recorded = only_run(client, "debug")
     assert f"run id: {recorded.info.run_id} (FINISHED)" in done.stdout
-    assert f"test accuracy: {recorded.data.metrics['test_acc']:.4f}" in done.stdout
+    assert f"test_acc: {recorded.data.metrics['test_acc']:.4f}" in done.stdout
+    assert f"test_loss: {recorded.data.metrics['test_loss']:.4f}" in done.stdout
     assert "make ui" in done.stdout
     executed = json.loads((tmp_path / "executed.ipynb").read_text())
     assert executed["metadata"]["papermill"]["parameters"]["overrides"] == ["model=mlp"]

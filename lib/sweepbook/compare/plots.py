@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+UNSET = "unset"  # a param some runs lack (a key only one model option has)
 LOG_SPAN = 20  # numeric params spanning more than this factor get a log axis
 
 
@@ -19,8 +20,9 @@ def encode(values: pd.Series) -> Tuple[np.ndarray, Optional[List[str]]]:
     numbers = pd.to_numeric(values, errors="coerce")
     if numbers.notna().all():
         return numbers.to_numpy(float), None
-    labels = sorted(values.astype(str).unique())
-    return values.astype(str).map(labels.index).to_numpy(float), labels
+    texts = values.map(lambda value: UNSET if pd.isna(value) else str(value))
+    labels = sorted(texts.unique())
+    return texts.map(labels.index).to_numpy(float), labels
 
 
 def _is_log(numbers: np.ndarray) -> bool:

@@ -13,6 +13,7 @@ from mlflow.utils.validation import (_validate_model_alias_name,
                                      _validate_model_alias_name_reserved, _validate_model_name)
 
 from sweepbook.tracking.record import MODEL_ARTIFACT
+from sweepbook.tracking.store import using_tracking_uri
 
 DEFAULT_ALIAS = "champion"
 
@@ -69,8 +70,9 @@ def promote(tracking_uri: str, run_id: str, name: str, alias: str = DEFAULT_ALIA
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     model_id = _logged_model_id(client, client.get_run(run_id))
     _ensure_registered_model(client, name)
-    version = client.create_model_version(name, f"models:/{model_id}", run_id=run_id,
-                                          tags=tags, description=description,
-                                          model_id=model_id)
+    with using_tracking_uri(tracking_uri):  # MLflow finds the logged model through it
+        version = client.create_model_version(name, f"models:/{model_id}", run_id=run_id,
+                                              tags=tags, description=description,
+                                              model_id=model_id)
     client.set_registered_model_alias(name, alias, version.version)
     return Promotion(name, str(version.version), alias, run_id)

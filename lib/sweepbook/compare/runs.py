@@ -152,7 +152,8 @@ def swept_params(runs: pd.DataFrame) -> List[str]:
 
 
 def direction_for(metric: str, direction: Optional[str] = None) -> str:
-    """'max' or 'min': as given, else 'min' for losses, errors and times, 'max' otherwise."""
+    """'max' or 'min': as given, else 'min' for names with a loss, an error, a time, RMSE, MSE
+    or MAE in them, 'max' otherwise."""
     if direction is None:
         return "min" if any(word in metric.lower() for word in MINIMIZED) else "max"
     if direction not in DIRECTIONS:
