@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Offline machines: MLflow must not phone home (this make's commands and what they start).
+export MLFLOW_DISABLE_TELEMETRY ?= true
 
 .PHONY: demo test lab ui bench
 

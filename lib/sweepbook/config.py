@@ -228,11 +228,8 @@ def _apply_schema(cfg: DictConfig) -> None:
 
 
 @contextlib.contextmanager
-def importable_from(folder: Optional[Path]) -> Iterator[None]:
+def importable_from(folder: Path) -> Iterator[None]:
     """Modules next to a notebook import as they do in its kernel; sys.path is restored."""
-    if folder is None:
-        yield
-        return
     sys.path.insert(0, str(folder))
     try:
         yield
@@ -251,8 +248,8 @@ def compose(overrides: Iterable[str] = (), config_name: str = DEFAULT_CONFIG,
     load_resolvers()
     try:
         cfg, choices = _resolve(_compose_yaml(config_name, overrides))
-        _apply_environment(cfg)
         _apply_schema(cfg)
+        _apply_environment(cfg)
     except ConfigError:
         raise
     except (HydraException, OmegaConfBaseException, ValueError) as error:
