@@ -1,6 +1,8 @@
 """The caller's process is left as it was: a sweep, a tracked run and loading a logged model
 in a notebook's (here: pytest's) process change no environment variable."""
+import json
 import os
+import subprocess
 import sys
 
 import mlflow
@@ -18,11 +20,40 @@ from conftest import ROOT, SMOKE
 TRAIN = str(ROOT / "notebooks" / "train.ipynb")
 
 
+# MLflow's own: `import mlflow` sets it, and MLflow's telemetry thread (started by the first
+# store call of a process) removes it when it cannot fetch its config, e.g. offline. Whichever
+# test makes the process's first MLflow call would see it go: not sweepbook's doing.
+MLFLOW_TELEMETRY_SESSION = "_MLFLOW_TELEMETRY_SESSION_ID"
+
+
 def changes(before: dict) -> dict:
     """Every variable added, removed or changed since `before`: name -> [before, now]."""
     now = dict(os.environ)
     return {k: [before.get(k), now.get(k)] for k in sorted(set(before) | set(now))
-            if before.get(k) != now.get(k)}
+            if before.get(k) != now.get(k) and k != MLFLOW_TELEMETRY_SESSION}
+
+
+def test_composing_leaves_the_environment_as_it_was():
+    """In a fresh interpreter (pytest's own may have had its environment changed by earlier
+    tests): compose() checks every `_target_`, building torch optimizers over a dummy
+    parameter, and changes no variable doing it."""
+    code = (
+        "import json, os\n"
+        "import torch\n"
+        "from sweepbook.config import compose\n"
+        "before = dict(os.environ)\n"
+        "cfgs = [compose(['optimizer=adam']), compose(['optimizer=sgd', 'model=mlp'])]\n"
+        "after = dict(os.environ)\n"
+        "print(json.dumps({k: [before.get(k), after.get(k)] for k in set(before) | set(after)\n"
+        "                  if before.get(k) != after.get(k)}))\n")
+    # torch sets TORCHINDUCTOR_CACHE_DIR only where it is unset: an earlier compose() in this
+    # very process may have set it, and the child must not inherit that
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SWEEPBOOK_ROOT", "TORCHINDUCTOR_CACHE_DIR")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=str(ROOT))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {}
 
 
 @pytest.mark.slow

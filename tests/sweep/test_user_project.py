@@ -109,7 +109,9 @@ def test_run_builds_the_users_model_with_every_key_of_its_yaml(project, store, t
     done = sweepbook("run", str(project / "notebooks" / "train.ipynb"), "model=tiny", "--quiet",
                      env=user_env(tmp_path, store, project))
     assert done.returncode == 0, done.stdout + done.stderr
-    run_id = re.search(r"^run id: (\w+) \(FINISHED\)", done.stdout, re.M).group(1)
+    finished = re.search(r"^run id: (\w+) \(FINISHED\)", done.stdout, re.M)
+    assert finished, done.stdout
+    run_id = finished.group(1)
     run = MlflowClient(store).get_run(run_id)
     assert run.info.status == "FINISHED"
     params = run.data.params
