@@ -60,6 +60,8 @@ def _print_sweep_summary(result) -> None:
     statuses = ("FINISHED", "FAILED", "KILLED", "SKIPPED", "NOT STARTED")
     counts = ", ".join(f"{result.count(s)} {s.lower()}" for s in statuses if result.count(s))
     print(f"sweep {result.sweep_id}: {counts}; parent run {result.parent_run_id}")
+    if result.aborted:
+        print(f"the sweep stopped: {result.aborted}", file=sys.stderr)
     if not result.ok:
         print(f"resume it with: sweepbook sweep --resume {result.sweep_id}")
     print(f"compare its runs: sweepbook runs --sweep {result.sweep_id}  (or report, best, "

@@ -22,3 +22,18 @@ def _set(name: str, value: Optional[str]) -> None:
         os.environ.pop(name, None)
     else:
         os.environ[name] = value
+
+
+@contextlib.contextmanager
+def preserved_environ() -> Iterator[None]:
+    """Whatever third-party code inside the block sets or removes is put back after it (the
+    first torch optimizer imports torch._dynamo, which sets TORCHINDUCTOR_CACHE_DIR)."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for name in set(os.environ) - set(saved):
+            del os.environ[name]
+        for name, value in saved.items():
+            if os.environ.get(name) != value:
+                os.environ[name] = value

@@ -13,6 +13,7 @@ from typing import Any, Iterator, List, Tuple
 
 from omegaconf import DictConfig, ListConfig
 
+from sweepbook.env import preserved_environ
 from sweepbook.schema import Range
 
 INSTANTIATE_KEYS = {"_target_", "_partial_", "_args_", "_recursive_", "_convert_"}
@@ -120,7 +121,8 @@ def _optimizer_problems(key: str, node: DictConfig, target: Any) -> List[str]:
     from hydra.utils import instantiate
 
     try:
-        instantiate(node, _partial_=True)([torch.nn.Parameter(torch.zeros(1))])
+        with preserved_environ():
+            instantiate(node, _partial_=True)([torch.nn.Parameter(torch.zeros(1))])
     except Exception as error:
         values = ", ".join(f"{key}.{k}={node[k]!r}" for k in node if k not in INSTANTIATE_KEYS)
         return [f"{key} ({values}) is refused by {node._target_}: {error}"]

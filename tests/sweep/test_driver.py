@@ -246,3 +246,21 @@ def test_a_notebook_without_its_parameters_is_refused_before_anything(tmp_path, 
                               capture_output=True, text=True, env=env, timeout=120)
         assert done.returncode == 2 and says in done.stderr, done.stderr
     assert not db.parent.exists()
+
+
+@pytest.mark.slow
+def test_a_broken_executor_stops_the_sweep_and_the_record_says_so(smoke, client, monkeypatch):
+    from sweepbook.executors.local import LocalExecutor
+
+    def broken(self, spec):
+        raise EOFError("the template process died")
+
+    monkeypatch.setattr(LocalExecutor, "start", broken)
+    result = run_sweep(TRAIN, ["model=mlp", "seed=1,2"], workers=2, engine="kernel", quiet=True)
+    assert result.aborted == "EOFError: the template process died" and not result.ok
+    assert [r.status for r in result.results] == ["NOT STARTED", "NOT STARTED"]
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["sweepbook.error"] == ("the sweep stopped: EOFError: the template "
+                                                   "process died")
+    assert parent.data.metrics["jobs_finished"] == 0

@@ -25,6 +25,7 @@ from sweepbook.executors.job import EXIT_OK, run_job
 ENGINES = ("fork", "kernel")
 TEMPLATE_MODULE = "sweepbook.executors.template"
 STORE_LOCK_ENV = "SWEEPBOOK_STORE_LOCK"  # the template waits on it before its first store query
+WARMUP_CONFIG_ENV = "SWEEPBOOK_WARMUP_CONFIG"  # JSON: notebook_dir, config_name, overrides
 
 
 def _context(engine: str):

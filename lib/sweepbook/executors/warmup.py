@@ -7,11 +7,13 @@ the first `_target_` check. Without this each forked job paid several seconds. T
 query waits for the driver to have created the store (local.StoreHandoff).
 """
 import io
+import json
 import os
 import sys
 import tempfile
+from pathlib import Path
 
-from sweepbook.executors.local import STORE_LOCK_ENV, handed_over_store
+from sweepbook.executors.local import STORE_LOCK_ENV, WARMUP_CONFIG_ENV, handed_over_store
 
 
 def _import_everything() -> None:
@@ -31,14 +33,13 @@ def _pay_first_use_costs() -> None:
     import mlflow.pytorch
     import torch
 
-    from sweepbook import config, data, models, plots
+    from sweepbook import data, models, plots
     from sweepbook.executors import engine
     from sweepbook.tracking.run import model_requirements, quiet_logger
 
     # One thread here: libgomp's thread pool does not survive fork, and a job whose parent
     # had started one hangs at its first parallel op. Each job sets its own thread count.
     torch.set_num_threads(1)
-    config.compose()
     model = models.CNN((1, 8, 8), 10)
     optimizer = torch.optim.Adam(model.parameters())
     model(torch.rand(2, 1, 8, 8)).sum().backward()
@@ -55,12 +56,28 @@ def _pay_first_use_costs() -> None:
     engine.NotebookShell.create()
 
 
+def _compose_the_sweeps_config() -> None:
+    """The sweep's first job composed once, as its notebook will: Hydra's first compose and the
+    imports of the notebook's own targets are paid here, not in every job."""
+    from sweepbook.config import ConfigError, compose, importable_from, overrides_from_env
+
+    job = json.loads(os.environ.get(WARMUP_CONFIG_ENV) or "null")
+    if job is None:
+        return
+    with importable_from(Path(job["notebook_dir"])):
+        try:
+            compose(job["overrides"] + overrides_from_env(), job["config_name"])
+        except ConfigError:  # the driver validated it; if not here, the job itself says why
+            pass  # (a warm-up must never stop the template every job forks from)
+
+
 def warm_up() -> None:
     """Import and exercise what jobs use, then wait for the store and query it once."""
     # Opened before the slow imports: the driver deletes the file when its sweep ends.
     lock = open(os.environ[STORE_LOCK_ENV]) if os.environ.get(STORE_LOCK_ENV) else None
     _import_everything()
     _pay_first_use_costs()
+    _compose_the_sweeps_config()
     tracking_uri = handed_over_store(lock) if lock else ""
     if tracking_uri:
         from mlflow.tracking import MlflowClient

@@ -10,6 +10,7 @@ run (recorder.py) before any job starts: parallel first use of a SQLite store co
 Jobs come from a source (sources.py) while the executor has room. The caller's environment is
 left as it was: each job gets its own, explicitly.
 """
+import json
 import os
 import uuid
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from sweepbook import notebook as notebooks
 from sweepbook.executors import Executor, JobSpec, get_executor
-from sweepbook.executors.local import STORE_LOCK_ENV, StoreHandoff
+from sweepbook.executors.local import STORE_LOCK_ENV, WARMUP_CONFIG_ENV, StoreHandoff
 from sweepbook.sweep import plan as planning
 from sweepbook.sweep.plan import Job, SweepDefinitionError
 from sweepbook.sweep.results import NOT_STARTED, JobResult, SweepResult
@@ -96,10 +97,14 @@ def _execute(recorder, launch: _Launch, executor: Executor, source: GridSource,
     except KeyboardInterrupt:
         result.interrupted = True
         collect(executor.cancel(INTERRUPTED))
-        result.results += [JobResult(job.index, job.name, NOT_STARTED, None, None, None, None)
-                           for job in source.remaining()]
+    except Exception as error:  # the executor broke (its template died, ...): stop and say so
+        result.aborted = f"{type(error).__name__}: {error}"[:5000]
+        collect(executor.cancel(f"the sweep stopped: {result.aborted}"))
     finally:
         bar.close()
+    reported = {r.index for r in result.results}
+    result.results += [JobResult(job.index, job.name, NOT_STARTED, None, None, None, None)
+                       for job in by_index.values() if job.index not in reported]
     result.results.sort(key=lambda r: r.index)
 
 
@@ -140,7 +145,11 @@ def run_sweep(notebook: Optional[str], overrides: Sequence[str] = (), *,
                   "overrides": overrides, **planning.describe(jobs)}
     with StoreHandoff() as handoff:
         # the template imports while this process creates the store
-        executor.prepare({STORE_LOCK_ENV: handoff.path, POOL_ENV: "NullPool"})
+        executor.prepare({STORE_LOCK_ENV: handoff.path, POOL_ENV: "NullPool",
+                          WARMUP_CONFIG_ENV: json.dumps({
+                              "notebook_dir": str(found.path.parent),
+                              "config_name": found.config_name,
+                              "overrides": jobs[0].overrides})})
         from sweepbook.sweep.recorder import SweepRecorder  # MLflow: seconds to import
 
         recorder, skipped = SweepRecorder.open(jobs, sweep_id, definition, metric)

@@ -135,5 +135,8 @@ class SweepRecorder:
         metrics = [Metric(record.job_count_metric(status), count, now, attempt)
                    for status, count in result.counts().items()]
         self.client.log_batch(self.parent_run_id, metrics=metrics)
+        if result.aborted:
+            self.client.set_tag(self.parent_run_id, record.ERROR_TAG,
+                                f"the sweep stopped: {result.aborted}")
         status = "KILLED" if result.interrupted else ("FINISHED" if result.ok else "FAILED")
         self.client.set_terminated(self.parent_run_id, status)

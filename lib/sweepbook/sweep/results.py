@@ -26,7 +26,8 @@ class SweepResult:
     parent_run_id: str
     metric: str
     results: List[JobResult] = field(default_factory=list)
-    interrupted: bool = False
+    interrupted: bool = False  # Ctrl-C
+    aborted: Optional[str] = None  # why the sweep itself stopped (its executor broke)
 
     def count(self, status: str) -> int:
         return sum(result.status == status for result in self.results)
@@ -37,7 +38,8 @@ class SweepResult:
 
     @property
     def ok(self) -> bool:
-        return not self.interrupted and self.count("FAILED") == self.count("KILLED") == 0
+        return (not self.interrupted and not self.aborted
+                and self.count("FAILED") == self.count("KILLED") == 0)
 
     def table(self):
         """One row per job: status, the key metric, duration, executed notebook."""

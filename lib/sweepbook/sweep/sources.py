@@ -2,7 +2,7 @@
 room, and tells it each result: a grid hands out its planned jobs in order and learns
 nothing; a search (an Optuna study) would choose its next job from the results so far."""
 from collections import deque
-from typing import Iterable, List, Optional
+from typing import Iterable, Optional
 
 from sweepbook.sweep.plan import Job
 from sweepbook.sweep.results import JobResult
@@ -24,7 +24,3 @@ class GridSource:
     @property
     def exhausted(self) -> bool:
         return not self._queue
-
-    def remaining(self) -> List[Job]:
-        """Jobs not handed out yet (a stopped sweep reports them NOT STARTED)."""
-        return list(self._queue)
