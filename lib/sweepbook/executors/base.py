@@ -48,9 +48,22 @@ class Executor(ABC):
         self.workers = workers
         self.timeout = timeout
 
-    def prepare(self, environment: Dict[str, str]) -> None:
-        """Get ready before the first job (start workers, warm up); `environment` holds the
-        variables that preparation needs. Nothing by default."""
+    def prepare(self, notebook: str, config_name: str, overrides: List[str]) -> None:
+        """Get ready before the first job (start workers, warm them up with the sweep's first
+        job: its notebook, primary config and overrides) while the driver still validates
+        and creates the store. Nothing by default."""
+
+    def store_ready(self, tracking_uri: str) -> None:
+        """The store exists now: workers may open it. Nothing by default."""
+
+    def close(self) -> None:
+        """Let go of what prepare() took. Nothing by default."""
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     @abstractmethod

@@ -8,7 +8,9 @@
 
 Each job process leads its own process group, so a timeout or Ctrl-C also stops its kernel.
 """
+import dataclasses
 import fcntl
+import json
 import multiprocessing
 import os
 import signal
@@ -24,6 +26,7 @@ from sweepbook.executors.job import EXIT_OK, run_job
 
 ENGINES = ("fork", "kernel")
 TEMPLATE_MODULE = "sweepbook.executors.template"
+POOL_ENV, NULL_POOL = "MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool"  # no pooled connections
 STORE_LOCK_ENV = "SWEEPBOOK_STORE_LOCK"  # the template waits on it before its first store query
 WARMUP_CONFIG_ENV = "SWEEPBOOK_WARMUP_CONFIG"  # JSON: notebook_dir, config_name, overrides
 
@@ -59,12 +62,16 @@ class StoreHandoff:
             self.file.flush()
             self.file.close()  # closing drops the lock
 
+    def close(self) -> None:
+        """Release (with no store, if not done yet) and remove the lock file."""
+        self.release()
+        os.unlink(self.path)
+
     def __enter__(self) -> "StoreHandoff":
         return self
 
     def __exit__(self, *exc) -> None:
-        self.release()
-        os.unlink(self.path)
+        self.close()
 
 
 def handed_over_store(opened_lock) -> str:
@@ -84,22 +91,43 @@ class LocalExecutor(Executor):
         self.context = _context(engine)
         self.in_process = engine == "fork"
         self._running: Dict[int, Tuple[multiprocessing.Process, JobSpec, float]] = {}
+        self._handoff: Optional[StoreHandoff] = None
 
-    def prepare(self, environment: Dict[str, str]) -> None:
-        """Start the fork engine's template now, in `environment` (the store hand-off lock,
-        the pool setting), so it warms up while the driver works; this process's own
-        environment is left as it was."""
-        if self.in_process:
-            from multiprocessing import forkserver
+    def prepare(self, notebook: str, config_name: str, overrides: List[str]) -> None:
+        """Start the fork engine's template now, so that it warms up (with the sweep's own
+        config) while the driver validates the jobs and creates the store. Its environment
+        carries the store hand-off lock; this process's own is left as it was.
 
-            with patched_environ(environment):
-                forkserver.ensure_running()
+        Bad input found after this leaves the template to finish warming up and exit with
+        the driver: it has touched no store (the hand-off gives it none).
+        """
+        if not self.in_process:
+            return
+        from multiprocessing import forkserver
+
+        self._handoff = StoreHandoff()
+        warm_up = {"notebook_dir": os.path.dirname(notebook), "config_name": config_name,
+                   "overrides": overrides}
+        with patched_environ({STORE_LOCK_ENV: self._handoff.path, POOL_ENV: NULL_POOL,
+                              WARMUP_CONFIG_ENV: json.dumps(warm_up)}):
+            forkserver.ensure_running()
+
+    def store_ready(self, tracking_uri: str) -> None:
+        if self._handoff:
+            self._handoff.release(tracking_uri)
+
+    def close(self) -> None:
+        if self._handoff:
+            self._handoff.close()
+            self._handoff = None
 
     @property
     def running(self) -> int:
         return len(self._running)
 
     def start(self, spec: JobSpec) -> None:
+        if self.in_process:  # forked from the template: never share its SQLite connections
+            spec = dataclasses.replace(spec, env={**spec.env, POOL_ENV: NULL_POOL})
         process = self.context.Process(target=run_job, args=(spec, self.in_process),
                                        daemon=False, name=f"sweepbook-job-{spec.index}")
         process.start()

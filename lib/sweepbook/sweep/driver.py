@@ -4,13 +4,13 @@ executor, tracked as child MLflow runs under one parent run, resumable.
     result = run_sweep("notebooks/train.ipynb", ["model=cnn,mlp", "optimizer.lr=1e-3,1e-2"])
     result.table()
 
-The driver reads the notebook's primary config from its parameters cell, validates every job
-(plan.py), starts the executor's workers, and creates the store, the experiment and the parent
-run (recorder.py) before any job starts: parallel first use of a SQLite store corrupts it.
+The driver reads the notebook's primary config from its parameters cell and expands the sweep;
+the executor warms up while the driver validates every job (plan.py) and creates the store, the
+experiment and the parent run (recorder.py), all before any job starts: parallel first use of
+a SQLite store corrupts it.
 Jobs come from a source (sources.py) while the executor has room. The caller's environment is
 left as it was: each job gets its own, explicitly.
 """
-import json
 import os
 import uuid
 from dataclasses import dataclass
@@ -19,14 +19,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from sweepbook import notebook as notebooks
 from sweepbook.executors import Executor, JobSpec, get_executor
-from sweepbook.executors.local import STORE_LOCK_ENV, WARMUP_CONFIG_ENV, StoreHandoff
 from sweepbook.sweep import plan as planning
 from sweepbook.sweep.plan import Job, SweepDefinitionError
 from sweepbook.sweep.results import NOT_STARTED, JobResult, SweepResult
 from sweepbook.sweep.sources import GridSource
 from sweepbook.tracking.record import RUN_ID_ENV
 
-POOL_ENV = "MLFLOW_SQLALCHEMYSTORE_POOLCLASS"  # forked jobs must not share SQLite connections
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 TELEMETRY_ENV = "MLFLOW_DISABLE_TELEMETRY"  # offline machines: MLflow must not phone home
 INTERRUPTED = "stopped by Ctrl-C"
@@ -63,7 +61,7 @@ class _Launch:
         and never a run id (MLflow would resume that run instead of starting the job's own)."""
         env = {k: v for k, v in os.environ.items() if k != RUN_ID_ENV}
         return {TELEMETRY_ENV: "true", **env, TRACKING_URI_ENV: self.tracking_uri,
-                POOL_ENV: "NullPool", "OMP_NUM_THREADS": str(self.threads)}
+                "OMP_NUM_THREADS": str(self.threads)}
 
 
 def _execute(recorder, launch: _Launch, executor: Executor, source: GridSource,
@@ -115,20 +113,20 @@ def _store_uri() -> str:
     return compose(check_targets=False).tracking.uri
 
 
-def _plan(notebook, overrides, sweep_file, resume) -> Tuple[notebooks.Notebook, List[str],
-                                                             List[Job]]:
-    """The notebook, the sweep overrides and the validated jobs (from the store on resume)."""
+def _definition(notebook, overrides, sweep_file, resume) -> Tuple[notebooks.Notebook, List[str],
+                                                                  List[List[str]]]:
+    """The notebook, the sweep's overrides and every job's overrides, not validated yet (from
+    the store's record on resume)."""
     if not (notebook or resume):
         raise SweepDefinitionError("give a notebook to sweep, or resume=SWEEP_ID")
     if resume:
         from sweepbook.sweep.recorder import resume_definition
 
         definition = resume_definition(_store_uri(), resume)
-        found = notebooks.inspect(definition["notebook"])
-        jobs = planning.validate([job["overrides"] for job in definition["jobs"]], found)
-        return found, definition["overrides"], jobs
-    found = notebooks.inspect(notebook)
-    return found, list(overrides), planning.plan(found, overrides, sweep_file)
+        return (notebooks.inspect(definition["notebook"]), definition["overrides"],
+                [job["overrides"] for job in definition["jobs"]])
+    return (notebooks.inspect(notebook), list(overrides),
+            planning.combinations(overrides, sweep_file))
 
 
 def run_sweep(notebook: Optional[str], overrides: Sequence[str] = (), *,
@@ -138,22 +136,18 @@ def run_sweep(notebook: Optional[str], overrides: Sequence[str] = (), *,
               quiet: bool = False) -> SweepResult:
     """Run every combination of `overrides` as a child run; see the module docstring."""
     workers = workers or default_workers()
-    executor = get_executor("local", workers=workers, timeout=timeout, engine=engine)
-    found, overrides, jobs = _plan(notebook, overrides, sweep_file, resume)
-    sweep_id = planning.sweep_id(str(found.path), jobs)
-    definition = {"notebook": str(found.path), "config_name": found.config_name,
-                  "overrides": overrides, **planning.describe(jobs)}
-    with StoreHandoff() as handoff:
-        # the template imports while this process creates the store
-        executor.prepare({STORE_LOCK_ENV: handoff.path, POOL_ENV: "NullPool",
-                          WARMUP_CONFIG_ENV: json.dumps({
-                              "notebook_dir": str(found.path.parent),
-                              "config_name": found.config_name,
-                              "overrides": jobs[0].overrides})})
+    found, overrides, combinations = _definition(notebook, overrides, sweep_file, resume)
+    with get_executor("local", workers=workers, timeout=timeout, engine=engine) as executor:
+        # the executor warms up while this process validates every job and creates the store
+        executor.prepare(str(found.path), found.config_name, combinations[0])
+        jobs = planning.validate(combinations, found)
         from sweepbook.sweep.recorder import SweepRecorder  # MLflow: seconds to import
 
+        sweep_id = planning.sweep_id(str(found.path), jobs)
+        definition = {"notebook": str(found.path), "config_name": found.config_name,
+                      "overrides": overrides, **planning.describe(jobs)}
         recorder, skipped = SweepRecorder.open(jobs, sweep_id, definition, metric)
-        handoff.release(jobs[0].tracking_uri)
+        executor.store_ready(jobs[0].tracking_uri)
         result = SweepResult(sweep_id, recorder.parent_run_id, metric, skipped)
         output_dir = Path(jobs[0].output_dir) / "sweeps" / sweep_id
         output_dir.mkdir(parents=True, exist_ok=True)

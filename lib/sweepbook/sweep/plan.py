@@ -110,11 +110,16 @@ def validate(combinations: List[List[str]], notebook: Notebook) -> List[Job]:
     return jobs
 
 
+def combinations(overrides: Sequence[str], sweep_file: Optional[str] = None) -> List[List[str]]:
+    """Every job's overrides, from the command line and/or a sweep file (not validated yet)."""
+    base = read_sweep_file(sweep_file) if sweep_file else []
+    return expand(merge_overrides(base, overrides))
+
+
 def plan(notebook: Notebook, overrides: Sequence[str],
          sweep_file: Optional[str] = None) -> List[Job]:
     """The validated jobs of a sweep given on the command line and/or in a sweep file."""
-    base = read_sweep_file(sweep_file) if sweep_file else []
-    return validate(expand(merge_overrides(base, overrides)), notebook)
+    return validate(combinations(overrides, sweep_file), notebook)
 
 
 def sweep_id(notebook: str, jobs: List[Job]) -> str:
