@@ -96,3 +96,10 @@ def test_comparison_errors_exit_2_with_the_reason(swept, capsys, argv, says):
     assert main(argv) == 2
     assert says in capsys.readouterr().err
     assert MlflowClient(swept.uri).search_registered_models() == []
+
+
+def test_comparisons_read_the_store_and_experiment_of_the_named_config(store, capsys):
+    assert main(["runs", "--config-name", "regress"]) == 2
+    assert "no experiment 'regress'" in capsys.readouterr().err
+    assert main(["runs", "--config-name", "nope"]) == 2
+    assert "no primary config 'nope'" in capsys.readouterr().err

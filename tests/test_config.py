@@ -191,3 +191,20 @@ def test_compose_leaves_hydras_global_state_as_it_was():
 
     compose(["runname=${hydra:runtime.choices.model}"])
     assert HydraConfig.instance().cfg is None and not GlobalHydra.instance().is_initialized()
+
+
+def test_a_config_without_paths_or_tracking_says_what_to_add():
+    with pytest.raises(ConfigError, match=r"conf/train.yaml has no tracking: sweepbook reads "
+                                          r"where files and runs go from them; put `paths: "
+                                          r"default` and `tracking: local`"):
+        compose(["~tracking"])
+
+
+def test_a_callers_own_hydra_initialize_survives_compose(tmp_path):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    (tmp_path / "mine.yaml").write_text("x: 1\n")
+    with initialize_config_dir(config_dir=str(tmp_path), version_base="1.3"):
+        compose(["model=mlp"])
+        assert hydra_compose(config_name="mine").x == 1

@@ -33,3 +33,11 @@ def test_config_params_are_flat_strings_with_secrets_hidden():
 def test_overrides_keep_keys_but_hide_secret_values():
     assert redact_overrides(["model=mlp", "+db.password=x", "~token"]) == [
         "model=mlp", f"+db.password={REDACTED}", "~token"]
+
+
+def test_ordinary_keys_that_contain_a_secret_word_stay_visible():
+    tree = {"tokenizer": "bpe", "max_tokens": 5, "num_passes": 2, "author": "me",
+            "db_pass": "x", "auth_token": "y", "oauth.client_secret": "z"}
+    assert redact(tree) == {"tokenizer": "bpe", "max_tokens": 5, "num_passes": 2,
+                            "author": "me", "db_pass": REDACTED, "auth_token": REDACTED,
+                            "oauth.client_secret": REDACTED}

@@ -79,3 +79,13 @@ def test_torch_optimizers_check_their_own_values():
 def test_check_targets_false_imports_nothing_of_the_targets():
     cfg = compose(["+model.typo=1"], check_targets=False)
     assert cfg.model.typo == 1
+
+
+def test_keys_the_code_supplies_are_refused_not_silently_replaced():
+    from sweepbook.data import load_dataset
+    from sweepbook.models import build_model
+
+    with pytest.raises(ValueError, match=r"data.seed: set by the code that builds data"):
+        load_dataset(compose(["+data.seed=3"]).data, seed=0)
+    with pytest.raises(ValueError, match=r"model.num_classes: set by the code that builds model"):
+        build_model(compose(["+model.num_classes=3"]).model, (1, 8, 8), 10)

@@ -7,13 +7,12 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from sweepbook.config import ConfigError, compose, importable_from, overrides_from_env
+from sweepbook.config import DEFAULT_CONFIG, TELEMETRY_ENV, ConfigError, compose
 from sweepbook.executors.local import ENGINES
 from sweepbook.tracking.location import sqlite_file
-from sweepbook.tracking.record import safe_name
+from sweepbook.tracking.record import COUNTED_STATUSES, DEFAULT_METRIC, NOT_STARTED, safe_name
 
 EXIT_BAD_INPUT = 2
-TELEMETRY_ENV = "MLFLOW_DISABLE_TELEMETRY"  # offline machines: MLflow must not phone home
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
@@ -39,8 +38,7 @@ def cmd_run(args) -> int:
     except ConfigError as error:
         return _fail(str(error))
     try:
-        with importable_from(notebook.path.parent):  # what the notebook composes
-            cfg = compose(args.overrides + overrides_from_env(), notebook.config_name)
+        cfg = notebook.compose(args.overrides)
     except ConfigError as error:
         return _fail(f"invalid overrides {args.overrides} for {args.notebook}:\n{error}")
     execution = run_notebook(notebook.path, cfg, args.overrides, args.output,
@@ -57,7 +55,7 @@ def _print_sweep_summary(result) -> None:
     with pd.option_context("display.max_rows", None, "display.max_colwidth", None,
                            "display.width", 250):
         print(result.table().drop(columns=["run_id"]).to_string())
-    statuses = ("FINISHED", "FAILED", "KILLED", "SKIPPED", "NOT STARTED")
+    statuses = (*COUNTED_STATUSES, NOT_STARTED)
     counts = ", ".join(f"{result.count(s)} {s.lower()}" for s in statuses if result.count(s))
     print(f"sweep {result.sweep_id}: {counts}; parent run {result.parent_run_id}")
     if result.aborted:
@@ -105,7 +103,7 @@ def _scope(args):
     """The store from the config (MLFLOW_TRACKING_URI wins), the runs from the options."""
     from sweepbook.compare import scope_for
 
-    cfg = compose(args.overrides, check_targets=False)
+    cfg = compose(args.overrides, args.config_name, check_targets=False)
     return cfg, scope_for(cfg, args.experiment, args.sweep)
 
 
@@ -200,7 +198,7 @@ def _existing_experiment_id(uri: str, name: str) -> Optional[str]:
 
 def cmd_ui(args) -> int:
     try:
-        cfg = compose(args.overrides, check_targets=False)
+        cfg = compose(args.overrides, args.config_name, check_targets=False)
     except ConfigError as error:
         return _fail(str(error))
     url = f"http://{args.host}:{args.port}"
@@ -215,13 +213,20 @@ def cmd_ui(args) -> int:
         return 0
 
 
-def _comparison_options(parser: argparse.ArgumentParser) -> None:
+def _store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. tracking=server")
+    parser.add_argument("--config-name", default=DEFAULT_CONFIG,
+                        help="primary config whose tracking and expname to use "
+                             f"(default: {DEFAULT_CONFIG})")
+
+
+def _comparison_options(parser: argparse.ArgumentParser) -> None:
+    _store_options(parser)
     parser.add_argument("--sweep", metavar="ID", help="only this sweep's runs ('latest': the "
                                                        "newest sweep)")
     parser.add_argument("--experiment", help="experiment to read (default: the config's "
                                              "expname; with --sweep: any)")
-    parser.add_argument("--metric", default="test_acc", help="rank runs by this metric")
+    parser.add_argument("--metric", default=DEFAULT_METRIC, help="rank runs by this metric")
     parser.add_argument("--direction",
                         help="max or min (default: min for losses and errors, else max)")
 
@@ -246,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fork: warm forked processes (fast); kernel: a Jupyter kernel per job")
     sweep.add_argument("--timeout", type=float, help="seconds a job may take before it is stopped")
     sweep.add_argument("--resume", metavar="SWEEP_ID", help="run what a sweep has not finished")
-    sweep.add_argument("--metric", default="test_acc", help="metric shown in the summary")
+    sweep.add_argument("--metric", default=DEFAULT_METRIC, help="metric shown in the summary")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     sweep.set_defaults(func=cmd_sweep)
     runs = commands.add_parser("runs", help="the runs of an experiment or a sweep, best first")
@@ -264,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "outputs/reports/sweep-<id>.html)")
     report.set_defaults(func=cmd_report)
     ui = commands.add_parser("ui", help="start the MLflow UI on the configured store")
-    ui.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. tracking=server")
+    _store_options(ui)
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(func=cmd_ui)

@@ -32,9 +32,11 @@ from sweepbook.schema import RunSettings, settings_problems
 ROOT_ENV = "SWEEPBOOK_ROOT"  # project root for installed use (holds conf/ and notebooks/)
 OVERRIDES_ENV = "SWEEPBOOK_OVERRIDES"  # extra overrides for runs that take no parameters (nbval)
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+TELEMETRY_ENV = "MLFLOW_DISABLE_TELEMETRY"  # set true where sweepbook starts processes: offline
 DEFAULT_CONFIG = "train"
 RESOLVERS_FILE = "resolvers.py"  # conf/resolvers.py: the one home of custom OmegaConf resolvers
 VERSION_BASE = "1.3"
+REQUIRED_SECTIONS = ("paths", "tracking")  # every primary config needs them: absolute places
 
 
 class ConfigError(ValueError):
@@ -178,6 +180,8 @@ def _hydra_config(full: DictConfig) -> Iterator[None]:
 
 
 def _compose_yaml(config_name: str, overrides: List[str]) -> DictConfig:
+    """Hydra's compose on conf/; a caller's own `hydra.initialize()` is put back after."""
+    callers = GlobalHydra.instance().hydra
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base=VERSION_BASE):
@@ -188,8 +192,10 @@ def _compose_yaml(config_name: str, overrides: List[str]) -> DictConfig:
             raise
         raise ConfigError(f"no primary config {config_name!r} in {config_dir()}; "
                           f"valid: {', '.join(config_names())}") from None
-    finally:
+    finally:  # (Hydra's own context manager swaps the singleton's instance: ask it again)
         GlobalHydra.instance().clear()
+        if callers is not None:
+            GlobalHydra.instance().initialize(callers)
 
 
 def _resolve(full: DictConfig) -> Tuple[DictConfig, Dict[str, str]]:
@@ -214,8 +220,13 @@ def _apply_environment(cfg: DictConfig) -> None:
         cfg.tracking.uri = os.environ[TRACKING_URI_ENV]
 
 
-def _apply_schema(cfg: DictConfig) -> None:
+def _apply_schema(cfg: DictConfig, config_name: str) -> None:
     """Type the sections sweepbook reads (absent ones get their defaults) and check ranges."""
+    absent = [name for name in REQUIRED_SECTIONS if name not in cfg]
+    if absent:
+        raise ConfigError(f"conf/{config_name}.yaml has no {' or '.join(absent)}: sweepbook "
+                          f"reads where files and runs go from them; put `paths: default` and "
+                          f"`tracking: local` in its defaults list")
     present = {spec.name: cfg[spec.name] for spec in fields(RunSettings) if spec.name in cfg}
     typed = OmegaConf.merge(OmegaConf.structured(RunSettings), present)
     problems = settings_problems(OmegaConf.to_object(typed))
@@ -248,7 +259,7 @@ def compose(overrides: Iterable[str] = (), config_name: str = DEFAULT_CONFIG,
     load_resolvers()
     try:
         cfg, choices = _resolve(_compose_yaml(config_name, overrides))
-        _apply_schema(cfg)
+        _apply_schema(cfg, config_name)
         _apply_environment(cfg)
     except ConfigError:
         raise

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from sweepbook.schema import Fraction, PositiveInt
+from sweepbook.targets import build
 
 TORCHVISION_DATASETS = {"fashion_mnist": "FashionMNIST", "mnist": "MNIST"}
 IDX_FILES = (
@@ -164,14 +165,8 @@ def load_torchvision(name: Literal["fashion_mnist", "mnist"], root: str, seed: i
 
 
 def load_dataset(data_cfg, seed: int) -> Dataset:
-    """The dataset a config's `data` node names (`_target_` and its keys), split by `seed`.
-
-    Built as a partial, then called: the loader's own errors (a missing file) reach the
-    caller as they are, not wrapped in Hydra's InstantiationException.
-    """
-    from hydra.utils import instantiate
-
-    return instantiate(data_cfg, _partial_=True)(seed=seed)
+    """The dataset a config's `data` node names (`_target_` and its keys), split by `seed`."""
+    return build(data_cfg, "data", seed=seed)
 
 
 def batches(split: Split, batch_size: int, shuffle: bool = False,

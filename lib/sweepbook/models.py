@@ -6,6 +6,7 @@ from typing import Sequence
 from torch import nn
 
 from sweepbook.schema import PositiveInt
+from sweepbook.targets import build
 
 
 class CNN(nn.Module):
@@ -52,7 +53,4 @@ def resnet18(input_shape: Sequence[int], num_classes: int) -> nn.Module:
 
 def build_model(model_cfg, input_shape: Sequence[int], num_classes: int) -> nn.Module:
     """The model `model_cfg` names (`_target_` and its keys) for inputs of `input_shape`."""
-    from hydra.utils import instantiate
-
-    return instantiate(model_cfg, _partial_=True)(input_shape=tuple(input_shape),
-                                                  num_classes=num_classes)
+    return build(model_cfg, "model", input_shape=tuple(input_shape), num_classes=num_classes)

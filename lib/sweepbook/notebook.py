@@ -10,8 +10,12 @@ notebook is refused before anything runs, never half-way through a sweep.
 import ast
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
-from sweepbook.config import ConfigError, config_names
+from omegaconf import DictConfig
+
+from sweepbook.config import (ConfigError, compose, config_names, importable_from,
+                              overrides_from_env)
 
 PARAMETERS = ("config_name", "overrides", "parent_run_id", "tags")
 
@@ -24,6 +28,13 @@ class NotebookError(ConfigError):
 class Notebook:
     path: Path  # absolute
     config_name: str  # its primary config, conf/<config_name>.yaml
+
+    def compose(self, overrides: Sequence[str], check_targets: bool = True) -> DictConfig:
+        """The config a job of this notebook composes: its primary config with the overrides
+        and $SWEEPBOOK_OVERRIDES, its folder importable as it is in the notebook's kernel."""
+        with importable_from(self.path.parent):
+            return compose(list(overrides) + overrides_from_env(), self.config_name,
+                           check_targets)
 
 
 def _default(parameter: dict, path: Path) -> str:

@@ -7,9 +7,11 @@ from omegaconf import DictConfig, OmegaConf
 from sweepbook.config import composition
 
 REDACTED = "***"
-SECRET_KEY = re.compile(
-    r"pass(word|wd|phrase)?|token|secret|api[_-]?key|credential|private[_-]?key|auth", re.I
-)
+# Words that name a secret anywhere in a key, and short ones that must stand alone between
+# separators (so `db_pass` and `auth_token` are secrets, `num_passes`, `max_tokens`, `author`
+# and `tokenizer` are not).
+SECRET_KEY = re.compile(r"password|passwd|passphrase|secret|credential|api[_-]?key|"
+                        r"private[_-]?key|(^|[_.-])(pass|token|auth)($|[_.-])", re.I)
 BUILD_FLAGS = ("_partial_", "_recursive_", "_convert_")  # instantiate flags, not config
 SECRET_IN_URI = re.compile(r"(?<=://)([^/@:]+):([^/@]+)@")
 
@@ -56,14 +58,16 @@ def flatten(tree: Mapping, prefix: str = "") -> Dict[str, Any]:
     return flat
 
 
-def config_params(cfg: Any) -> Dict[str, str]:
-    """The flattened, redacted config as MLflow params (string values), plus each config
-    group's chosen option under the group's name ('model': 'mlp'), as overrides write it.
+def config_params(cfg: Any, redacted: bool = True) -> Dict[str, str]:
+    """The flattened config as MLflow params (string values, secrets redacted unless
+    `redacted=False`), plus each config group's chosen option under the group's name
+    ('model': 'mlp'), as overrides write it.
 
     Hydra's instantiate flags (`_partial_`, ...) say how to build, not what: left out.
     """
     made = composition(cfg)
-    flat = flatten(redact(to_container(cfg)))
+    tree = to_container(cfg)
+    flat = flatten(redact(tree) if redacted else tree)
     params = {k: str(v) for k, v in flat.items() if k.rsplit(".", 1)[-1] not in BUILD_FLAGS}
     return {**(made.choices if made else {}), **params}
 

@@ -76,7 +76,8 @@ class TrainingConfig:
 
 @dataclass
 class RunSettings:
-    """The keys sweepbook reads from every primary config; absent ones take these defaults."""
+    """The keys sweepbook reads from every primary config; absent ones take these defaults,
+    except `paths` and `tracking`, which a config must give (conf/paths, conf/tracking)."""
     expname: str = "sweepbook"  # MLflow experiment
     runname: str = ""  # MLflow run name; empty: named from the overrides
     seed: int = _bounded(0, ge=0, lt=2**32)  # seeds python, numpy and torch, and data splits

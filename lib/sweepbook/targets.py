@@ -142,3 +142,17 @@ def _node_problems(key: str, node: DictConfig) -> List[str]:
 def target_problems(cfg: DictConfig) -> List[str]:
     """Every `_target_` problem of `cfg`, readable, each naming its key."""
     return [p for key, node in target_nodes(cfg) for p in _node_problems(key, node)]
+
+
+def build(node: DictConfig, key: str, **given: Any) -> Any:
+    """Instantiate the `_target_` node at `key` with `given` (what code supplies: a seed, the
+    data's shape). A config key that `given` would silently replace is refused, so a run
+    never records a value that did not apply; the target's own errors (a missing file) reach
+    the caller unwrapped by Hydra."""
+    from hydra.utils import instantiate
+
+    clash = sorted(set(given) & {name for name in node if name not in INSTANTIATE_KEYS})
+    if clash:
+        raise ValueError(f"{', '.join(f'{key}.{name}' for name in clash)}: set by the code "
+                         f"that builds {key}, not by the config; remove it from the config")
+    return instantiate(node, _partial_=True)(**given)

@@ -142,3 +142,14 @@ def test_a_run_without_its_config_is_named(store, client):
     scope = resolve_scope(store, experiment="bare")
     with pytest.raises(ComparisonError, match=f"run {run_id} logged no config.yaml"):
         run_config(scope, run_id)
+
+
+def test_a_targets_column_shows_only_when_its_group_choice_does_not():
+    import pandas as pd
+
+    by_choice = pd.DataFrame({"params.model": ["cnn", "mlp"],
+                              "params.model._target_": ["a.CNN", "a.MLP"]})
+    assert swept_params(by_choice) == ["params.model"]
+    by_target = pd.DataFrame({"params.model": ["cnn", "cnn"],
+                              "params.model._target_": ["a.CNN", "b.CNN"]})
+    assert swept_params(by_target) == ["params.model._target_"]

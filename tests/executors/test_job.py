@@ -59,7 +59,7 @@ def job(tmp_path, store, client):
 def test_a_job_logs_its_notebook_and_log_on_its_own_run(job, client):
     run_id = client.create_run(job.experiment_id, tags={LAUNCH_TAG: "launch-1"}).info.run_id
     client.set_terminated(run_id, "FINISHED")
-    assert record_own_run(job, None) is None
+    assert record_own_run(job, None) == (run_id, None)
     assert client.get_run(run_id).info.status == "FINISHED"
     assert sorted(a.path for a in client.list_artifacts(run_id)) == ["logs", "o.ipynb"]
     assert [a.path for a in client.list_artifacts(run_id, "logs")] == ["logs/o.log"]
@@ -68,7 +68,7 @@ def test_a_job_logs_its_notebook_and_log_on_its_own_run(job, client):
 def test_a_failed_notebook_fails_its_run_with_the_reason(job, client):
     run_id = client.create_run(job.experiment_id, tags={LAUNCH_TAG: "launch-1"}).info.run_id
     client.set_terminated(run_id, "FINISHED")  # its run ended, then a later cell failed
-    assert record_own_run(job, "ValueError: late") == "ValueError: late"
+    assert record_own_run(job, "ValueError: late") == (run_id, "ValueError: late")
     run = client.get_run(run_id)
     assert run.info.status == "FAILED" and run.data.tags["sweepbook.error"] == "ValueError: late"
 
@@ -76,8 +76,10 @@ def test_a_failed_notebook_fails_its_run_with_the_reason(job, client):
 def test_a_notebook_that_opened_no_run_gets_a_failed_placeholder(job, client):
     parent = client.create_run(job.experiment_id).info.run_id
     job.parameters["parent_run_id"] = parent
-    assert record_own_run(job, None) == NO_RUN_REASON
+    run_id, reason = record_own_run(job, None)
+    assert reason == NO_RUN_REASON
     [run] = [r for r in client.search_runs([job.experiment_id]) if r.info.run_id != parent]
+    assert run.info.run_id == run_id
     assert (run.info.status, run.info.run_name) == ("FAILED", "job-0")
     assert run.data.tags["sweepbook.error"] == NO_RUN_REASON
     assert run.data.tags["mlflow.parentRunId"] == parent

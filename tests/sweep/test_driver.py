@@ -264,3 +264,14 @@ def test_a_broken_executor_stops_the_sweep_and_the_record_says_so(smoke, client,
     assert parent.data.tags["sweepbook.error"] == ("the sweep stopped: EOFError: the template "
                                                    "process died")
     assert parent.data.metrics["jobs_finished"] == 0
+
+
+@pytest.mark.parametrize("option, says", [("--workers", "workers=0: give 1 or more"),
+                                          ("--timeout", "timeout=0.0: give a number of seconds")])
+def test_workers_and_timeout_must_be_positive(tmp_path, option, says):
+    db = tmp_path / "store" / "mlflow.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
+    done = subprocess.run([SWEEPBOOK, "sweep", TRAIN, "seed=1", option, "0"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2 and says in done.stderr, done.stderr
+    assert not db.parent.exists()

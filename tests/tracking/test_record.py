@@ -25,6 +25,8 @@ def test_config_hash_follows_what_is_computed_not_where_it_lands():
     assert config_hash(compose(["tracking=server"])) == base
     assert config_hash(compose(["optimizer.lr=0.1"])) != base
     assert config_hash(compose(["model=mlp"])) != base
+    one, two = (compose([f"+db.password={pw}"]) for pw in ("a", "b"))  # redacted alike
+    assert config_hash(one) != config_hash(two)
 
 
 def test_artifacts_go_beside_a_sqlite_store_unless_configured(tmp_path):

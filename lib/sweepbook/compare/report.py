@@ -15,8 +15,11 @@ from sweepbook.compare import plots as compare_plots
 from sweepbook.compare import runs as compare
 from sweepbook.tracking.record import FIGURES_FOLDER
 
-CURVE_KEYS = ("val_loss", "val_acc")  # per-epoch histories train.ipynb logs
-BEST_RUN_FIGURE = f"{FIGURES_FOLDER}/confusion_matrix.png"  # logged by train.ipynb
+CURVE_KEYS = ("val_loss", "val_acc", "val_rmse")  # per-epoch histories the training loop logs
+BEST_RUN_FIGURES = {  # figures the example notebooks log, shown for the best run when present
+    f"{FIGURES_FOLDER}/confusion_matrix.png": "confusion matrix on the test split",
+    f"{FIGURES_FOLDER}/predicted_vs_true.png": "predicted against true on the test split",
+}
 STYLE = """body{font-family:sans-serif;margin:2em;max-width:80em}
 table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px}
 img{max-width:100%;display:block;margin:1em 0}"""
@@ -74,10 +77,10 @@ def render(scope: compare.Scope, runs: pd.DataFrame, metric: str,
              _section("Runs", table.to_html(float_format=lambda v: f"{v:.4g}"))]
     for figure_title, figure in comparison_figures(scope, runs, metric).items():
         parts.append(_section(figure_title, _image(figure_png(figure), figure_title)))
-    confusion = compare.read_artifact(scope, best["run_id"], BEST_RUN_FIGURE)
-    if confusion:
-        parts.append(_section("Best run: confusion matrix on the test split",
-                              _image(confusion, "confusion matrix")))
+    for path, caption in BEST_RUN_FIGURES.items():
+        png = compare.read_artifact(scope, best["run_id"], path)
+        if png:
+            parts.append(_section(f"Best run: {caption}", _image(png, caption)))
     return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>"
             f"{html.escape(title)}</title><style>{STYLE}</style></head><body>\n"
             + "\n".join(parts) + "\n</body></html>\n")

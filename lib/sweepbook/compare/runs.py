@@ -144,11 +144,13 @@ def metric_names(runs: pd.DataFrame) -> List[str]:
 def swept_params(runs: pd.DataFrame) -> List[str]:
     """The params columns whose value differs between runs: what the sweep varied.
 
-    A group's `_target_` is left out: the group's own column (`model`: cnn, mlp) names the
-    choice as the overrides did.
+    A group's `_target_` is left out where the group's own column (`model`: cnn, mlp) varies
+    too: that names the choice as the overrides did.
     """
-    columns = [c for c in runs.columns if c.startswith("params.") and not c.endswith("._target_")]
-    return [c for c in columns if runs[c].nunique(dropna=False) > 1]
+    columns = [c for c in runs.columns if c.startswith("params.")]
+    varied = [c for c in columns if runs[c].nunique(dropna=False) > 1]
+    return [c for c in varied
+            if not (c.endswith("._target_") and c[:-len("._target_")] in varied)]
 
 
 def direction_for(metric: str, direction: Optional[str] = None) -> str:

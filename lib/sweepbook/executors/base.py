@@ -36,7 +36,7 @@ class Outcome:
     spec: JobSpec
     status: str  # FINISHED, FAILED or KILLED, as far as the executor can tell
     reason: Optional[str]  # why it did not finish, when the executor knows (timeout, cancel)
-    run_id: Optional[str]  # the job's run, when the executor knows it
+    run_id: Optional[str]  # the job's run, when it reported it (not a job killed first)
     seconds: float
     notebook: Optional[str] = None  # where the executed copy can be read, if anywhere
 

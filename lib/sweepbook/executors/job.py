@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from sweepbook.config import TRACKING_URI_ENV
 from sweepbook.executors.base import JobSpec
-from sweepbook.tracking.record import ERROR_TAG, LAUNCH_TAG, LOGS_FOLDER, PARENT_TAG
+from sweepbook.tracking.record import ERROR_TAG, LAUNCH_TAG, LOGS_FOLDER
 
 KERNEL = "python3"
-TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 EXIT_OK, EXIT_NOTEBOOK_FAILED, EXIT_KERNEL_FAILED, EXIT_NOT_RECORDED = 0, 1, 3, 4
 NO_RUN_REASON = "the notebook ended without opening an MLflow run"
 
@@ -59,27 +59,22 @@ def execute_with_retry(spec: JobSpec, in_process: bool,
     return EXIT_KERNEL_FAILED, reason
 
 
-def _placeholder_run(client, spec: JobSpec):
-    """A run for a job whose notebook never opened one, so the job still has a record."""
-    tags = dict(spec.parameters.get("tags") or {})
-    if spec.parameters.get("parent_run_id"):
-        tags[PARENT_TAG] = spec.parameters["parent_run_id"]
-    return client.create_run(spec.experiment_id, run_name=spec.name, tags=tags)
-
-
-def record_own_run(spec: JobSpec, reason: Optional[str]) -> Optional[str]:
+def record_own_run(spec: JobSpec, reason: Optional[str]) -> Tuple[str, Optional[str]]:
     """Finish this job's record: its reason and status if it failed, its notebook and log.
 
-    Returns why the job failed; None when its run stands FINISHED.
+    Returns the run's id and why the job failed (None when its run stands FINISHED).
     """
     from mlflow.tracking import MlflowClient
 
-    from sweepbook.tracking.store import find_launched_run
+    from sweepbook.tracking.store import create_placeholder, find_launched_run
 
     client = MlflowClient(spec.env[TRACKING_URI_ENV])
     run = find_launched_run(client, spec.launch_id)
     if run is None:
-        run, reason = _placeholder_run(client, spec), reason or NO_RUN_REASON
+        run = create_placeholder(client, spec.experiment_id, spec.name,
+                                 dict(spec.parameters.get("tags") or {}),
+                                 spec.parameters.get("parent_run_id"))
+        reason = reason or NO_RUN_REASON
     run_id = run.info.run_id
     if reason:
         if ERROR_TAG not in run.data.tags:
@@ -90,7 +85,7 @@ def record_own_run(spec: JobSpec, reason: Optional[str]) -> Optional[str]:
     for path, folder in ((spec.output, None), (spec.log, LOGS_FOLDER)):
         if path and Path(path).is_file():
             client.log_artifact(run_id, path, folder)
-    return reason
+    return run_id, reason
 
 
 def _redirect_output(path: str) -> None:
@@ -101,8 +96,9 @@ def _redirect_output(path: str) -> None:
     sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)
 
 
-def run_job(spec: JobSpec, in_process: bool) -> None:
-    """The body of a job process; its exit code says how the notebook ended."""
+def run_job(spec: JobSpec, in_process: bool, reports=None) -> None:
+    """The body of a job process; its exit code says how the notebook ended, and the run's id
+    goes back through `reports` (a pipe's sending end) once the record is finished."""
     os.setpgid(0, 0)
     os.environ.clear()
     os.environ.update(spec.env)
@@ -113,7 +109,9 @@ def run_job(spec: JobSpec, in_process: bool) -> None:
     torch.set_num_threads(spec.threads)
     code, reason = execute_with_retry(spec, in_process)
     try:
-        reason = record_own_run(spec, reason)
+        run_id, reason = record_own_run(spec, reason)
+        if reports is not None:
+            reports.send(run_id)
     except Exception as error:  # the store is out of reach: the driver records what it can
         print(f"could not record the job's run: {error!r}", file=sys.stderr)
         code = code or EXIT_NOT_RECORDED
@@ -135,7 +133,7 @@ def run_notebook(notebook: Path, cfg, overrides: List[str], output: Optional[Pat
 
     from sweepbook.config import composition
     from sweepbook.tracking.record import run_name
-    from sweepbook.tracking.store import find_launched_run, prepare_store
+    from sweepbook.tracking.store import prepare_store
 
     launch_id = uuid.uuid4().hex
     default = Path(cfg.paths.output_dir) / "notebooks" / f"{notebook.stem}-{launch_id[:8]}.ipynb"
@@ -147,6 +145,5 @@ def run_notebook(notebook: Path, cfg, overrides: List[str], output: Optional[Pat
                    env={TRACKING_URI_ENV: cfg.tracking.uri},
                    experiment_id=prepare_store(cfg))
     _, reason = execute_with_retry(spec, False, functools.partial(execute, progress=progress))
-    reason = record_own_run(spec, reason)
-    run = find_launched_run(MlflowClient(cfg.tracking.uri), launch_id)
-    return Execution(output, run, reason)
+    run_id, reason = record_own_run(spec, reason)
+    return Execution(output, MlflowClient(cfg.tracking.uri).get_run(run_id), reason)

@@ -16,9 +16,9 @@ import os
 import signal
 import tempfile
 import time
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 from sweepbook.env import patched_environ
 from sweepbook.executors.base import Executor, JobSpec, Outcome
@@ -28,7 +28,7 @@ ENGINES = ("fork", "kernel")
 TEMPLATE_MODULE = "sweepbook.executors.template"
 POOL_ENV, NULL_POOL = "MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool"  # no pooled connections
 STORE_LOCK_ENV = "SWEEPBOOK_STORE_LOCK"  # the template waits on it before its first store query
-WARMUP_CONFIG_ENV = "SWEEPBOOK_WARMUP_CONFIG"  # JSON: notebook_dir, config_name, overrides
+WARMUP_CONFIG_ENV = "SWEEPBOOK_WARMUP_CONFIG"  # JSON: notebook, config_name, overrides
 
 
 def _context(engine: str):
@@ -83,6 +83,23 @@ def handed_over_store(opened_lock) -> str:
         fcntl.flock(opened_lock, fcntl.LOCK_UN)
 
 
+@dataclasses.dataclass
+class _Running:
+    process: multiprocessing.Process
+    spec: JobSpec
+    started: float
+    reports: Connection  # the job sends its run's id here once its record is finished
+
+    def run_id(self) -> Optional[str]:
+        """The id the job sent, if it got that far (a killed job sends none)."""
+        try:
+            return self.reports.recv() if self.reports.poll() else None
+        except EOFError:
+            return None
+        finally:
+            self.reports.close()
+
+
 class LocalExecutor(Executor):
     """Each job a process on this machine (see the module docstring for the engines)."""
 
@@ -90,7 +107,7 @@ class LocalExecutor(Executor):
         super().__init__(workers, timeout)
         self.context = _context(engine)
         self.in_process = engine == "fork"
-        self._running: Dict[int, Tuple[multiprocessing.Process, JobSpec, float]] = {}
+        self._running: Dict[int, _Running] = {}
         self._handoff: Optional[StoreHandoff] = None
 
     def prepare(self, notebook: str, config_name: str, overrides: List[str]) -> None:
@@ -106,8 +123,7 @@ class LocalExecutor(Executor):
         from multiprocessing import forkserver
 
         self._handoff = StoreHandoff()
-        warm_up = {"notebook_dir": os.path.dirname(notebook), "config_name": config_name,
-                   "overrides": overrides}
+        warm_up = {"notebook": notebook, "config_name": config_name, "overrides": overrides}
         with patched_environ({STORE_LOCK_ENV: self._handoff.path, POOL_ENV: NULL_POOL,
                               WARMUP_CONFIG_ENV: json.dumps(warm_up)}):
             forkserver.ensure_running()
@@ -117,9 +133,15 @@ class LocalExecutor(Executor):
             self._handoff.release(tracking_uri)
 
     def close(self) -> None:
+        """Remove the hand-off and stop the template: the next sweep starts a fresh one, with
+        the code and config as they are then (a notebook edited between two sweeps in one
+        kernel must not run its old modules)."""
         if self._handoff:
             self._handoff.close()
             self._handoff = None
+            from multiprocessing import forkserver
+
+            forkserver._forkserver._stop()  # private, but the only way; exists since 3.8
 
     @property
     def running(self) -> int:
@@ -128,10 +150,12 @@ class LocalExecutor(Executor):
     def start(self, spec: JobSpec) -> None:
         if self.in_process:  # forked from the template: never share its SQLite connections
             spec = dataclasses.replace(spec, env={**spec.env, POOL_ENV: NULL_POOL})
-        process = self.context.Process(target=run_job, args=(spec, self.in_process),
+        reports, sender = self.context.Pipe(duplex=False)
+        process = self.context.Process(target=run_job, args=(spec, self.in_process, sender),
                                        daemon=False, name=f"sweepbook-job-{spec.index}")
         process.start()
-        self._running[spec.index] = (process, spec, time.monotonic())
+        sender.close()  # the job holds the only sending end: its end is the pipe's end
+        self._running[spec.index] = _Running(process, spec, time.monotonic(), reports)
 
     def _stop(self, process) -> None:
         for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -145,25 +169,26 @@ class LocalExecutor(Executor):
 
     def _finish(self, index: int, status: Optional[str] = None,
                 reason: Optional[str] = None) -> Outcome:
-        process, spec, started = self._running.pop(index)
-        if process.exitcode is None:
-            self._stop(process)
+        job = self._running.pop(index)
+        if job.process.exitcode is None:
+            self._stop(job.process)
         if status is None:  # it ended by itself: its exit code tells how
-            status = "FINISHED" if process.exitcode == EXIT_OK else "FAILED"
-        notebook = spec.output if Path(spec.output).is_file() else None
-        return Outcome(spec, status, reason, None, time.monotonic() - started, notebook)
+            status = "FINISHED" if job.process.exitcode == EXIT_OK else "FAILED"
+        notebook = job.spec.output if Path(job.spec.output).is_file() else None
+        return Outcome(job.spec, status, reason, job.run_id(), time.monotonic() - job.started,
+                       notebook)
 
     def poll(self, seconds: float = 0.2) -> List[Outcome]:
         if not self._running:
             return []
-        wait([process.sentinel for process, _, _ in self._running.values()], seconds)
+        wait([job.process.sentinel for job in self._running.values()], seconds)
         now, finished = time.monotonic(), []
-        for index, (process, _, started) in list(self._running.items()):
-            if process.exitcode is not None:
+        for index, job in list(self._running.items()):
+            if job.process.exitcode is not None:
                 finished.append(self._finish(index))
-            elif self.timeout is not None and now - started > self.timeout:
+            elif self.timeout is not None and now - job.started > self.timeout:
                 finished.append(self._finish(index, "FAILED",
-                                             f"timed out after {now - started:.1f} s"))
+                                             f"timed out after {now - job.started:.1f} s"))
         return finished
 
     def cancel(self, reason: str) -> List[Outcome]:

@@ -59,16 +59,16 @@ def _pay_first_use_costs() -> None:
 def _compose_the_sweeps_config() -> None:
     """The sweep's first job composed once, as its notebook will: Hydra's first compose and the
     imports of the notebook's own targets are paid here, not in every job."""
-    from sweepbook.config import ConfigError, compose, importable_from, overrides_from_env
+    from sweepbook.config import ConfigError
+    from sweepbook.notebook import Notebook
 
     job = json.loads(os.environ.get(WARMUP_CONFIG_ENV) or "null")
     if job is None:
         return
-    with importable_from(Path(job["notebook_dir"])):
-        try:
-            compose(job["overrides"] + overrides_from_env(), job["config_name"])
-        except ConfigError:  # the driver validated it; if not here, the job itself says why
-            pass  # (a warm-up must never stop the template every job forks from)
+    try:
+        Notebook(Path(job["notebook"]), job["config_name"]).compose(job["overrides"])
+    except ConfigError:  # the driver validates it; if not here, the job itself says why
+        pass  # (a warm-up must never stop the template every job forks from)
 
 
 def warm_up() -> None:

@@ -23,10 +23,9 @@ from sweepbook.sweep import plan as planning
 from sweepbook.sweep.plan import Job, SweepDefinitionError
 from sweepbook.sweep.results import NOT_STARTED, JobResult, SweepResult
 from sweepbook.sweep.sources import GridSource
-from sweepbook.tracking.record import RUN_ID_ENV
+from sweepbook.config import TELEMETRY_ENV, TRACKING_URI_ENV
+from sweepbook.tracking.record import DEFAULT_METRIC, RUN_ID_ENV
 
-TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
-TELEMETRY_ENV = "MLFLOW_DISABLE_TELEMETRY"  # offline machines: MLflow must not phone home
 INTERRUPTED = "stopped by Ctrl-C"
 
 
@@ -132,9 +131,13 @@ def _definition(notebook, overrides, sweep_file, resume) -> Tuple[notebooks.Note
 def run_sweep(notebook: Optional[str], overrides: Sequence[str] = (), *,
               sweep_file: Optional[str] = None, workers: Optional[int] = None,
               engine: str = "fork", timeout: Optional[float] = None,
-              resume: Optional[str] = None, metric: str = "test_acc",
+              resume: Optional[str] = None, metric: str = DEFAULT_METRIC,
               quiet: bool = False) -> SweepResult:
     """Run every combination of `overrides` as a child run; see the module docstring."""
+    if workers is not None and workers < 1:
+        raise SweepDefinitionError(f"workers={workers}: give 1 or more")
+    if timeout is not None and timeout <= 0:
+        raise SweepDefinitionError(f"timeout={timeout}: give a number of seconds above 0")
     workers = workers or default_workers()
     found, overrides, combinations = _definition(notebook, overrides, sweep_file, resume)
     with get_executor("local", workers=workers, timeout=timeout, engine=engine) as executor:

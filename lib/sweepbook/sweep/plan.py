@@ -14,8 +14,7 @@ from hydra._internal.utils import create_config_search_path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
-from sweepbook.config import (ConfigError, compose, composition, config_dir, importable_from,
-                              overrides_from_env)
+from sweepbook.config import ConfigError, composition, config_dir
 from sweepbook.notebook import Notebook
 from sweepbook.tracking.location import artifact_root
 from sweepbook.tracking.record import config_hash, run_name
@@ -75,8 +74,8 @@ def expand(overrides: Sequence[str]) -> List[List[str]]:
         raise SweepDefinitionError(message) from error
 
 
-def _job(index: int, overrides: List[str], config_name: str) -> Job:
-    cfg = compose(overrides + overrides_from_env(), config_name)  # what the notebook composes
+def _job(index: int, overrides: List[str], notebook: Notebook) -> Job:
+    cfg = notebook.compose(overrides)
     made = composition(cfg)
     return Job(index, overrides, run_name(cfg, overrides, made.choices), config_hash(cfg),
                cfg.expname, cfg.tracking.uri, artifact_root(cfg.tracking.uri, cfg),
@@ -94,13 +93,12 @@ def validate(combinations: List[List[str]], notebook: Notebook) -> List[Job]:
     """Compose every job against the notebook's primary config, its `_target_`s imported as
     the notebook would import them; report every invalid job, not only the first."""
     jobs, problems = [], []
-    with importable_from(notebook.path.parent):
-        for index, overrides in enumerate(combinations):
-            try:
-                jobs.append(_job(index, overrides, notebook.config_name))
-            except ConfigError as error:
-                problems.append(f"job {index} ({' '.join(overrides)}):\n  " +
-                                str(error).replace("\n", "\n  "))
+    for index, overrides in enumerate(combinations):
+        try:
+            jobs.append(_job(index, overrides, notebook))
+        except ConfigError as error:
+            problems.append(f"job {index} ({' '.join(overrides)}):\n  " +
+                            str(error).replace("\n", "\n  "))
     if problems:
         raise SweepDefinitionError(
             f"{len(problems)} of {len(combinations)} jobs are invalid against "

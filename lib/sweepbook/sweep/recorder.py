@@ -17,7 +17,8 @@ from sweepbook.executors.base import Outcome
 from sweepbook.sweep.plan import Job, SweepDefinitionError
 from sweepbook.sweep.results import SKIPPED, JobResult, SweepResult
 from sweepbook.tracking import record
-from sweepbook.tracking.store import ensure_experiment, find_launched_run, find_parent
+from sweepbook.tracking.store import (create_placeholder, ensure_experiment, find_launched_run,
+                                      find_parent)
 
 
 def resume_definition(tracking_uri: str, sweep_id: str) -> Dict:
@@ -101,16 +102,12 @@ class SweepRecorder:
         return {record.SWEEP_TAG: self.sweep_id, record.INDEX_TAG: str(job.index),
                 record.HASH_TAG: job.config_hash, record.LAUNCH_TAG: launch_id}
 
-    def _placeholder_run(self, job: Job, tags: Dict[str, str]):
-        """A child run for a job stopped before it recorded anything."""
-        return self.client.create_run(self.experiment_id, run_name=job.name,
-                                      tags={record.PARENT_TAG: self.parent_run_id, **tags})
-
     def _run_of(self, job: Job, outcome: Outcome):
         if outcome.run_id:
             return self.client.get_run(outcome.run_id)
         return (find_launched_run(self.client, outcome.spec.launch_id)
-                or self._placeholder_run(job, outcome.spec.parameters["tags"]))
+                or create_placeholder(self.client, self.experiment_id, job.name,
+                                      outcome.spec.parameters["tags"], self.parent_run_id))
 
     def record(self, job: Job, outcome: Outcome) -> JobResult:
         """End the job's run if nothing else did (timeout, cancel, crash), then read it back:

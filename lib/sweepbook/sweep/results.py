@@ -2,9 +2,8 @@
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from sweepbook.tracking.record import COUNTED_STATUSES
+from sweepbook.tracking.record import COUNTED_STATUSES, NOT_STARTED  # noqa: F401 (re-exported)
 
-NOT_STARTED = "NOT STARTED"  # a job the sweep never reached (Ctrl-C)
 SKIPPED = "SKIPPED"  # a job whose config finished in an earlier attempt
 
 

@@ -1,5 +1,6 @@
-"""The run record's contract: every tag, param, metric and artifact name that sweepbook writes
-to MLflow or reads back, in one place, and how runs are named and identified.
+"""The run record's contract: every tag, param and artifact name that sweepbook writes to MLflow
+or reads back, in one place, and how runs are named and identified. Metric names are the
+notebooks' own (the training loop logs train_loss, val_loss and val_<score>).
 
 No MLflow import here: sweeps name and hash their jobs with it before paying for MLflow.
 """
@@ -38,7 +39,9 @@ SWEEP_NOTEBOOK_PARAM = "sweep.notebook"
 SWEEP_JOBS_PARAM = "sweep.jobs"
 SWEEP_OVERRIDES_PARAM = "sweep.overrides"
 JOB_COUNT_METRIC = "jobs_{}"  # jobs_finished, jobs_failed, jobs_killed, jobs_skipped
-COUNTED_STATUSES = ("FINISHED", "FAILED", "KILLED", "SKIPPED")
+COUNTED_STATUSES = ("FINISHED", "FAILED", "KILLED", "SKIPPED")  # SKIPPED: finished earlier
+NOT_STARTED = "NOT STARTED"  # a job a stopped sweep never reached (not a run status)
+DEFAULT_METRIC = "test_acc"  # what sweeps show and comparisons rank by unless told otherwise
 
 # artifacts
 CONFIG_ARTIFACT = "config.yaml"  # the resolved config, secrets redacted
@@ -77,7 +80,11 @@ def run_name(cfg, overrides: Iterable[str], choices: Dict[str, str]) -> str:
 
 
 def config_hash(cfg) -> str:
-    """Identifies what a config computes: equal hashes, equal runs (resume skips them)."""
-    params = {k: v for k, v in config_params(cfg).items()
+    """Identifies what a config computes: equal hashes, equal runs (resume skips them).
+
+    Made from the values themselves, secrets included (a digest reveals none of them), so
+    configs that differ only in a redacted value never look the same.
+    """
+    params = {k: v for k, v in config_params(cfg, redacted=False).items()
               if k.split(".")[0] not in (*INFRASTRUCTURE_GROUPS, "runname")}
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]

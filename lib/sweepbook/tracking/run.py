@@ -1,10 +1,13 @@
 """One MLflow run per training, opened and closed by a context manager.
 
-    with start_run(cfg, overrides) as run:
+    cfg = compose(overrides, config_name)
+    with start_run(cfg, parent_run_id=parent_run_id, tags=tags) as run:
         history = fit(model, data, cfg, log=run.log_metrics)
 
-The run is always new (a stray MLFLOW_RUN_ID is dropped, never resumed), its config is logged
-once, metrics are buffered (see metrics.py), and it ends FINISHED, FAILED or KILLED.
+The run is always new (a stray MLFLOW_RUN_ID is dropped, never resumed), it records the
+overrides and primary config `cfg` was composed with, its config is logged once, metrics are
+buffered (see metrics.py), and it ends FINISHED, FAILED or KILLED. MLflow's global tracking
+URI (and MLFLOW_TRACKING_URI) point at the run's store while it is open, and are put back.
 """
 import copy
 import logging

@@ -2,18 +2,19 @@
 import contextlib
 import os
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 import mlflow
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from sweepbook.config import TRACKING_URI_ENV
 from sweepbook.env import patched_environ
 from sweepbook.tracking.location import artifact_root
-from sweepbook.tracking.record import LAUNCH_TAG, PARENT_ROLE, ROLE_TAG, SWEEP_TAG, safe_name
+from sweepbook.tracking.record import (LAUNCH_TAG, PARENT_ROLE, PARENT_TAG, ROLE_TAG, SWEEP_TAG,
+                                       safe_name)
 
-TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 
 
 @contextlib.contextmanager
@@ -78,3 +79,12 @@ def find_parent(client: MlflowClient, sweep_id: str) -> Optional[Run]:
     """The parent run of sweep `sweep_id`, in whichever experiment it is."""
     return find_run(client, f"tags.`{SWEEP_TAG}` = '{sweep_id}' and "
                             f"tags.`{ROLE_TAG}` = '{PARENT_ROLE}'")
+
+
+def create_placeholder(client: MlflowClient, experiment_id: str, name: str, tags: Dict[str, str],
+                       parent_run_id: Optional[str] = None) -> Run:
+    """A RUNNING run for a job whose notebook never opened one (it failed first, or was
+    stopped), so that the job still has a record; the caller ends it with the reason."""
+    if parent_run_id:
+        tags = {**tags, PARENT_TAG: parent_run_id}
+    return client.create_run(experiment_id, run_name=name, tags=tags)
