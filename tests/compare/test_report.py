@@ -21,7 +21,7 @@ def test_report_is_one_self_contained_file(swept, tmp_path):
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)"', text)
     assert [alt for alt, _ in images] == ["test_acc against each swept parameter",
                                           "Learning curves", "Parallel coordinates",
-                                          "confusion matrix"]
+                                          "confusion matrix on the test split"]
     assert all(base64.b64decode(data).startswith(PNG_MAGIC) for _, data in images)
     assert not re.search(r'(src|href)="(?!data:)', text)  # nothing fetched from elsewhere
     assert list((tmp_path / "deep").iterdir()) == [path]  # no side files left

@@ -133,15 +133,19 @@ class LocalExecutor(Executor):
             self._handoff.release(tracking_uri)
 
     def close(self) -> None:
-        """Remove the hand-off and stop the template: the next sweep starts a fresh one, with
-        the code and config as they are then (a notebook edited between two sweeps in one
-        kernel must not run its old modules)."""
+        """Remove the hand-off and stop the template by its PID, warmed up or not (bad input
+        stops a sweep while it still warms up): the next sweep starts a fresh one, with the
+        code and config as they are then, so a notebook edited between two sweeps in one
+        kernel never runs its old modules. Jobs lead their own process groups: untouched."""
         if self._handoff:
             self._handoff.close()
             self._handoff = None
             from multiprocessing import forkserver
 
-            forkserver._forkserver._stop()  # private, but the only way; exists since 3.8
+            server = forkserver._forkserver  # private, but the only handle on the template
+            if server._forkserver_pid is not None:
+                os.kill(server._forkserver_pid, signal.SIGTERM)
+            server._stop()  # reaps it, and lets the next ensure_running() start a new one
 
     @property
     def running(self) -> int:

@@ -73,8 +73,12 @@ def _compose_the_sweeps_config() -> None:
 
 def warm_up() -> None:
     """Import and exercise what jobs use, then wait for the store and query it once."""
-    # Opened before the slow imports: the driver deletes the file when its sweep ends.
-    lock = open(os.environ[STORE_LOCK_ENV]) if os.environ.get(STORE_LOCK_ENV) else None
+    # Opened before the slow imports: the driver deletes the file when its sweep ends (or has
+    # already, when bad input stopped it first: then there is no store to wait for).
+    try:
+        lock = open(os.environ[STORE_LOCK_ENV]) if os.environ.get(STORE_LOCK_ENV) else None
+    except FileNotFoundError:
+        lock = None
     _import_everything()
     _pay_first_use_costs()
     _compose_the_sweeps_config()

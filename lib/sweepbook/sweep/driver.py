@@ -94,7 +94,7 @@ def _execute(recorder, launch: _Launch, executor: Executor, source: GridSource,
     except KeyboardInterrupt:
         result.interrupted = True
         collect(executor.cancel(INTERRUPTED))
-    except Exception as error:  # the executor broke (its template died, ...): stop and say so
+    except Exception as error:  # the executor or the store broke: stop, and say so
         result.aborted = f"{type(error).__name__}: {error}"[:5000]
         collect(executor.cancel(f"the sweep stopped: {result.aborted}"))
     finally:
