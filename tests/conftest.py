@@ -79,6 +79,18 @@ def swept(tmp_path, swept_template, monkeypatch) -> Swept:
     return Swept(uri, swept_template.sweep_id, swept_template.experiment)
 
 
+def run(command, cwd, env) -> subprocess.CompletedProcess:
+    """A command as a user runs it, its output captured."""
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture
+def kernel_env(store, tmp_path):
+    """The tests' store for a kernel, and the smoke preset through $SWEEPBOOK_OVERRIDES."""
+    return {**os.environ, "MLFLOW_TRACKING_URI": store,
+            "SWEEPBOOK_OVERRIDES": f"debug=default paths.output_dir={tmp_path / 'outputs'}"}
+
+
 @pytest.fixture
 def client(store) -> MlflowClient:
     return MlflowClient(store)

@@ -33,9 +33,8 @@ class MLP(nn.Module):
 
     def __init__(self, input_shape: Sequence[int], num_classes: int, hidden: PositiveInt = 128):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Flatten(), nn.Linear(math.prod(input_shape), hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
-        )
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), hidden),
+                                 nn.ReLU(), nn.Linear(hidden, num_classes))
 
     def forward(self, x):
         return self.net(x)

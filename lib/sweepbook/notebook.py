@@ -61,7 +61,7 @@ def inspect(path) -> Notebook:
         raise NotebookError(f"{path} cannot be read as a notebook to run: {error}") from None
     if not parameters:
         raise NotebookError(f"{path} has no cell tagged `parameters`: tag the cell that sets "
-                            f"{', '.join(PARAMETERS)} (View > Cell Toolbar > Tags in Jupyter)")
+                            f"{', '.join(PARAMETERS)} (JupyterLab: Property Inspector > Cell Tags)")
     missing = [name for name in PARAMETERS if name not in parameters]
     if missing:
         raise NotebookError(f"{path}: its parameters cell does not set {', '.join(missing)}; "

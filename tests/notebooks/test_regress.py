@@ -3,7 +3,6 @@ its own model module (notebooks/regressors.py) and a minimized metric (test RMSE
 ways a user uses it: papermill, `sweepbook run`, `sweepbook sweep`, `sweepbook runs`."""
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, SWEEPBOOK
+from conftest import ROOT, SWEEPBOOK, run
 from sweepbook.compare import direction_for
 from sweepbook.config import ConfigError, compose, importable_from
 from sweepbook.data import load_diabetes
@@ -20,17 +19,6 @@ from sweepbook.data import load_diabetes
 NOTEBOOKS = ROOT / "notebooks"
 REGRESS = NOTEBOOKS / "regress.ipynb"
 BIN = Path(sys.executable).parent
-
-
-def run(command, cwd, env):
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-
-
-@pytest.fixture
-def kernel_env(store, tmp_path):
-    """The tests' store for the kernel, and the smoke preset through $SWEEPBOOK_OVERRIDES."""
-    return {**os.environ, "MLFLOW_TRACKING_URI": store,
-            "SWEEPBOOK_OVERRIDES": f"debug=default paths.output_dir={tmp_path / 'outputs'}"}
 
 
 def runs_of(client, expname):

@@ -2,7 +2,6 @@
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -10,22 +9,11 @@ import mlflow.pytorch
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT
+from conftest import ROOT, run
 
 TRAIN = ROOT / "notebooks" / "train.ipynb"
 COMPARE = ROOT / "notebooks" / "compare.ipynb"
 BIN = Path(sys.executable).parent
-
-
-def run(command, cwd, env):
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-
-
-@pytest.fixture
-def kernel_env(store, tmp_path):
-    """The tests' store for the kernel, and the smoke preset through $SWEEPBOOK_OVERRIDES."""
-    return {**os.environ, "MLFLOW_TRACKING_URI": store,
-            "SWEEPBOOK_OVERRIDES": f"debug=default paths.output_dir={tmp_path / 'outputs'}"}
 
 
 def only_run(client, expname):

@@ -21,10 +21,10 @@ from sweepbook import notebook as notebooks
 from sweepbook.executors import Executor, JobSpec, get_executor
 from sweepbook.sweep import plan as planning
 from sweepbook.sweep.plan import Job, SweepDefinitionError
-from sweepbook.sweep.results import NOT_STARTED, JobResult, SweepResult
+from sweepbook.sweep.results import JobResult, SweepResult
 from sweepbook.sweep.sources import GridSource
 from sweepbook.config import TELEMETRY_ENV, TRACKING_URI_ENV
-from sweepbook.tracking.record import DEFAULT_METRIC, RUN_ID_ENV
+from sweepbook.tracking.record import DEFAULT_METRIC, NOT_STARTED, RUN_ID_ENV
 
 INTERRUPTED = "stopped by Ctrl-C"
 

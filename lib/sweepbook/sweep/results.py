@@ -2,7 +2,7 @@
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from sweepbook.tracking.record import COUNTED_STATUSES, NOT_STARTED  # noqa: F401 (re-exported)
+from sweepbook.tracking.record import COUNTED_STATUSES
 
 SKIPPED = "SKIPPED"  # a job whose config finished in an earlier attempt
 
