@@ -151,7 +151,8 @@ def cmd_best(args) -> int:
     print(f"best of {scope.title} by {args.metric}: {best['run_name']} "
           f"(run {best['run_id']}), {args.metric} = {best[f'metrics.{args.metric}']:.4f}")
     for column in swept_params(runs):
-        print(f"  {column[len('params.'):]} = {best[column]}")
+        if isinstance(best[column], str):  # NaN: a key only other options have (model.hidden)
+            print(f"  {column[len('params.'):]} = {best[column]}")
     if args.register:
         promotion = _promote(scope, best, args)
         print(f"registered {promotion.name} version {promotion.version}, alias "
