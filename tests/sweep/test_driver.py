@@ -37,8 +37,10 @@ def runs_of(client, result):
 
 @pytest.mark.slow
 def test_parallel_sweep_records_parent_children_and_notebooks(smoke, client):
+    handler = signal.getsignal(signal.SIGINT)
     result = run_sweep(TRAIN, ["model=cnn,mlp", "optimizer.lr=1e-3,1e-2"], workers=2,
                        quiet=True)
+    assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C is the caller's again
     assert result.ok and [r.status for r in result.results] == ["FINISHED"] * 4
     parent, children = runs_of(client, result)
     assert parent.info.status == "FINISHED"

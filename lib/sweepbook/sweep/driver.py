@@ -12,6 +12,8 @@ Jobs come from a source (sources.py) while the executor has room. The caller's e
 left as it was: each job gets its own, explicitly.
 """
 import os
+import signal
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +65,30 @@ class _Launch:
                 "OMP_NUM_THREADS": str(self.threads)}
 
 
+class _CtrlC:
+    """Ctrl-C (SIGINT) while jobs run asks the loop to stop between two steps, instead of
+    raising wherever the driver is: inside a store query, sqlite3 turns the interrupt into
+    an error that the store's retries can swallow, and the sweep would run on. The previous
+    handler is put back after; off the main thread (no handler allowed) Ctrl-C raises as usual.
+    """
+
+    def __init__(self):
+        self.pressed = False
+        self._previous = None
+
+    def _press(self, signum, frame) -> None:
+        self.pressed = True
+
+    def __enter__(self) -> "_CtrlC":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._press)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 def _execute(recorder, launch: _Launch, executor: Executor, source: GridSource,
              by_index: Dict[int, Job], result: SweepResult, quiet: bool) -> None:
     bar = _progress(len(by_index), len(result.results), quiet, recorder.sweep_id)
@@ -85,12 +111,15 @@ def _execute(recorder, launch: _Launch, executor: Executor, source: GridSource,
             bar.update(1)
 
     try:
-        while not source.exhausted or executor.running:
-            finished = executor.poll()
-            while executor.has_room() and not source.exhausted:  # refill first: recording
-                start(source.ask())                                  # takes a moment
-                show_counts()
-            collect(finished)
+        with _CtrlC() as ctrl_c:
+            while (not source.exhausted or executor.running) and not ctrl_c.pressed:
+                finished = executor.poll()
+                while executor.has_room() and not source.exhausted and not ctrl_c.pressed:
+                    start(source.ask())  # refill first: recording takes a moment
+                    show_counts()
+                collect(finished)
+        if ctrl_c.pressed:
+            raise KeyboardInterrupt
     except KeyboardInterrupt:
         result.interrupted = True
         collect(executor.cancel(INTERRUPTED))
