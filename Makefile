@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+LAB_PORT ?= 8888
+# JupyterLab refuses to start as root (containers, CI) unless told it may.
+ALLOW_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 # Offline machines: MLflow must not phone home (this make's commands and what they start).
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
@@ -29,8 +32,8 @@ demo: $(STAMP)  ## a small sweep on the embedded SQLite store, then its summary
 test: $(STAMP) $(CHROMIUM)  ## the whole test suite
 	$(BIN)/python -m pytest
 
-lab: $(STAMP)  ## JupyterLab on the project
-	$(BIN)/jupyter lab --ip 127.0.0.1 --notebook-dir .
+lab: $(STAMP)  ## JupyterLab on the project, bound to 127.0.0.1; open the URL it prints (with its token)
+	$(BIN)/jupyter lab --ip 127.0.0.1 --port $(LAB_PORT) $(ALLOW_ROOT) --notebook-dir .
 
 ui: $(STAMP)  ## MLflow UI on the local store, bound to 127.0.0.1
 	$(BIN)/sweepbook ui

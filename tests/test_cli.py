@@ -1,11 +1,18 @@
+import contextlib
+import os
 import re
+import signal
+import subprocess
+import urllib.request
 
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweepbook.cli import main, ui_command
+from sweepbook.cli import main, parse_args, ui_command
 
-from conftest import ROOT
+from compare.test_ui import _free_port, _wait_until_up
+from conftest import ROOT, SWEEPBOOK
 
 TRAIN = str(ROOT / "notebooks" / "train.ipynb")
 
@@ -85,13 +92,16 @@ def test_report_writes_the_html_file_it_names(swept, tmp_path, capsys):
     assert output.read_text().startswith("<!DOCTYPE html>")
 
 
+LATEST_DEBUG = ["--sweep", "latest", "--experiment", "debug"]  # the swept store's experiment
+
+
 @pytest.mark.parametrize("argv, says", [
     (["runs", "--sweep", "nope"], "no sweep 'nope' in sqlite:///"),
     (["runs", "--experiment", "nope"], "no experiment 'nope'"),
-    (["runs", "--sweep", "latest", "--metric", "acc"], "no run logged the metric 'acc'"),
-    (["best", "--sweep", "latest", "--direction", "up"], "direction 'up' is not one of: max"),
-    (["best", "--sweep", "latest", "--register", "a:b"], "Invalid model name 'a:b'"),
-    (["report", "--sweep", "latest", "--metric", "acc"], "no run logged the metric 'acc'"),
+    (["runs", *LATEST_DEBUG, "--metric", "acc"], "no run logged the metric 'acc'"),
+    (["best", *LATEST_DEBUG, "--direction", "up"], "direction 'up' is not one of: max"),
+    (["best", *LATEST_DEBUG, "--register", "a:b"], "Invalid model name 'a:b'"),
+    (["report", *LATEST_DEBUG, "--metric", "acc"], "no run logged the metric 'acc'"),
 ])
 def test_comparison_errors_exit_2_with_the_reason(swept, capsys, argv, says):
     assert main(argv) == 2
@@ -104,3 +114,83 @@ def test_comparisons_read_the_store_and_experiment_of_the_named_config(store, ca
     assert "no experiment 'regress'" in capsys.readouterr().err
     assert main(["runs", "--config-name", "nope"]) == 2
     assert "no primary config 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sigterm_to_ui_stops_its_mlflow_server(store):
+    """A service manager or `kill` stops `sweepbook ui` alone: its server must not go on
+    serving without it."""
+    port = _free_port()
+    ui = subprocess.Popen([SWEEPBOOK, "ui", "--port", str(port)], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    servers = []
+    try:
+        _wait_until_up(url, ui)
+        servers = psutil.Process(ui.pid).children(recursive=True)
+        assert servers, "sweepbook ui serves through a child process"
+        ui.send_signal(signal.SIGTERM)  # to the sweepbook process only
+        assert ui.wait(timeout=30) == 128 + signal.SIGTERM
+        gone, alive = psutil.wait_procs(servers, timeout=30)
+        assert not alive, f"still running after SIGTERM to sweepbook ui: {alive}"
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+    finally:
+        for process in [ui, *servers]:
+            with contextlib.suppress(ProcessLookupError, psutil.NoSuchProcess):
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_overrides_may_follow_options_as_in_the_readme():
+    """`sweepbook sweep notebooks/train.ipynb --sweep-file lr_grid seed=0,1` (README)."""
+    args = parse_args(["sweep", TRAIN, "a=1", "--sweep-file", "lr_grid", "seed=0,1", "--quiet"])
+    assert (args.notebook, args.overrides, args.sweep_file) == (TRAIN, ["a=1", "seed=0,1"],
+                                                                "lr_grid")
+    with pytest.raises(SystemExit):
+        parse_args(["sweep", TRAIN, "seed=0", "--nope"])
+
+
+def test_latest_is_the_newest_sweep_of_the_configs_experiment_and_says_which(swept, capsys):
+    assert main(["runs", "--sweep", "latest", "debug=default"]) == 0
+    assert (f"--sweep latest: sweep {swept.sweep_id}, the newest of experiment debug"
+            in capsys.readouterr().err)
+    assert main(["runs", "--sweep", "latest", "--experiment", "sweepbook"]) == 2  # a debug one
+    assert "no experiment 'sweepbook'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_next_steps_printed_after_a_sweep_read_the_sweeps_own_store(tmp_path):
+    """A sweep into another store (a server's stand-in: tracking.uri=...) prints commands that
+    carry that store; run as printed, from elsewhere, they read the sweep's runs."""
+    other = tmp_path / "elsewhere" / "other.db"
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI",
+                                                             "MLFLOW_RUN_ID")}
+    env["SWEEPBOOK_OVERRIDES"] = f"debug=default paths.output_dir={tmp_path / 'outputs'}"
+    done = subprocess.run([SWEEPBOOK, "sweep", TRAIN, f"tracking.uri=sqlite:///{other}",
+                           "seed=1", "--quiet"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "sweep of 1 jobs: validating..." in done.stderr
+    compare = re.search(r"^compare its runs: (.+?)  \(or", done.stdout, re.M).group(1)
+    assert compare.startswith(f"MLFLOW_TRACKING_URI=sqlite:///{other} sweepbook runs --sweep")
+    assert f"open it in the MLflow UI: MLFLOW_TRACKING_URI=sqlite:///{other} sweepbook ui" in \
+        done.stdout
+    shown = subprocess.run(compare.replace("sweepbook ", f"{SWEEPBOOK} ", 1), shell=True,
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    assert f"1 runs in sqlite:///{other}" in shown.stdout
+
+
+@pytest.mark.slow
+def test_run_prints_no_kernel_transport_warning_nor_mlflow_info(unborn_store, tmp_path):
+    """A kernel over TCP logs "Kernel is running over TCP without encryption"; a new store
+    logs MLflow's INFO lines about creating its tables. Neither belongs in the output."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{unborn_store}",
+           "SWEEPBOOK_OVERRIDES": f"debug=default paths.output_dir={tmp_path / 'outputs'}"}
+    env.pop("MLFLOW_LOGGING_LEVEL", None)
+    done = subprocess.run([SWEEPBOOK, "run", TRAIN, "--quiet"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "test_acc: " in done.stdout
+    printed = done.stdout + done.stderr
+    assert "without encryption" not in printed and " INFO " not in printed, printed

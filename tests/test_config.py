@@ -193,11 +193,12 @@ def test_compose_leaves_hydras_global_state_as_it_was():
     assert HydraConfig.instance().cfg is None and not GlobalHydra.instance().is_initialized()
 
 
-def test_a_config_without_paths_or_tracking_says_what_to_add():
-    with pytest.raises(ConfigError, match=r"conf/train.yaml has no tracking: sweepbook reads "
-                                          r"where files and runs go from them; put `paths: "
-                                          r"default` and `tracking: local`"):
+def test_deleting_a_section_sweepbook_reads_is_refused_with_its_key():
+    with pytest.raises(ConfigError, match=r"~tracking: tracking is read by sweepbook .* cannot "
+                                          r"be deleted; set its values instead"):
         compose(["~tracking"])
+    with pytest.raises(ConfigError, match=r"~training.epochs: training.epochs is read"):
+        compose(["~training.epochs"])
 
 
 def test_a_callers_own_hydra_initialize_survives_compose(tmp_path):

@@ -19,9 +19,25 @@ def test_values_out_of_range_name_the_key(override, says):
     assert says in str(error.value)
 
 
-def test_known_devices_pass():
+def test_known_devices_pass_where_the_machine_has_them(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     for device in ("auto", "cpu", "cuda", "cuda:1", "mps"):
         assert compose([f"training.device={device}"]).training.device == device
+    with pytest.raises(ConfigError, match=r"'cuda:2' cannot be used: 2 are visible \(cuda:0 to "
+                                          r"cuda:1\)"):
+        compose(["training.device=cuda:2"])
+
+
+def test_cuda_is_refused_at_compose_where_no_cuda_device_is_visible(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="training.device='cuda' cannot be used: no CUDA "
+                                          "device is visible on this machine"):
+        compose(["training.device=cuda"])
 
 
 def test_typed_sections_convert_and_refuse_wrong_types():

@@ -1,18 +1,24 @@
 """The `sweepbook` command line."""
 import argparse
 import functools
+import math
 import os
+import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import List, Optional
 
-from sweepbook.config import DEFAULT_CONFIG, TELEMETRY_ENV, ConfigError, compose
+from sweepbook.config import (DEFAULT_CONFIG, TELEMETRY_ENV, TRACKING_URI_ENV, ConfigError,
+                              compose)
 from sweepbook.executors.local import ENGINES
-from sweepbook.tracking.location import sqlite_file
+from sweepbook.sweep.plan import MAX_JOBS
+from sweepbook.tracking.location import StoreError, check_store, sqlite_file
 from sweepbook.tracking.record import COUNTED_STATUSES, DEFAULT_METRIC, NOT_STARTED, safe_name
 
 EXIT_BAD_INPUT = 2
+MLFLOW_LOG_LEVEL_ENV = "MLFLOW_LOGGING_LEVEL"  # read when mlflow is first imported
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
@@ -41,15 +47,21 @@ def cmd_run(args) -> int:
         cfg = notebook.compose(args.overrides)
     except ConfigError as error:
         return _fail(f"invalid overrides {args.overrides} for {args.notebook}:\n{error}")
-    execution = run_notebook(notebook.path, cfg, args.overrides, args.output,
-                             progress=not args.quiet)
+    try:
+        check_store(cfg.tracking.uri, cfg.expname)
+        execution = run_notebook(notebook.path, cfg, args.overrides, args.output,
+                                 progress=not args.quiet)
+    except StoreError as error:  # a server's deleted experiment shows only when opened
+        return _fail(str(error))
     _print_run_summary(execution)
     if execution.error is not None:
         return _fail(f"the notebook failed:\n{execution.error}", code=1)
     return 0
 
 
-def _print_sweep_summary(result) -> None:
+def _print_sweep_summary(result, store: str = "") -> None:
+    """The jobs, the counts, and the next steps; `store` prefixes commands that must read
+    the sweep's store (see _store_prefix)."""
     import pandas as pd
 
     with pd.option_context("display.max_rows", None, "display.max_colwidth", None,
@@ -61,28 +73,72 @@ def _print_sweep_summary(result) -> None:
     if result.aborted:
         print(f"the sweep stopped: {result.aborted}", file=sys.stderr)
     if not result.ok:
-        print(f"resume it with: sweepbook sweep --resume {result.sweep_id}")
-    print(f"compare its runs: sweepbook runs --sweep {result.sweep_id}  (or report, best, "
-          "notebooks/compare.ipynb)")
-    print("open it in the MLflow UI: make ui  (or: sweepbook ui)")
+        print(f"resume it with: {store}sweepbook sweep --resume {result.sweep_id}")
+    print(f"compare its runs: {store}sweepbook runs --sweep {result.sweep_id}  (or report, "
+          "best, notebooks/compare.ipynb)")
+    ui = f"{store}sweepbook ui" if store else "make ui  (or: sweepbook ui)"
+    print(f"open it in the MLflow UI: {ui}")
+
+
+def _preflight(args) -> Optional[List[str]]:
+    """What is refused before a sweep starts anything: too many jobs (counted at once, since
+    validating them takes a while), a resumed sweep's store. The first job's overrides."""
+    from sweepbook.sweep import plan as planning
+
+    if args.resume:
+        uri = compose(check_targets=False).tracking.uri
+        database = sqlite_file(uri)
+        if database and not database.is_file():
+            raise planning.SweepDefinitionError(f"no sweep {args.resume!r} in {uri}: there is "
+                                                f"no store at {database}")
+        check_store(uri)
+        return None
+    combinations = planning.combinations(args.overrides, args.sweep_file)
+    planning.check_size(len(combinations), args.max_jobs)
+    print(f"sweep of {len(combinations):,} jobs: validating...", file=sys.stderr, flush=True)
+    return combinations[0]
+
+
+def _store_prefix(notebook: Optional[str], first: Optional[List[str]]) -> str:
+    """`MLFLOW_TRACKING_URI=... ` where a sweep's store is not the one a plain `sweepbook runs`
+    reads (tracking=server, tracking.uri=...), so that the next steps printed read it."""
+    from sweepbook.notebook import inspect
+    from sweepbook.params import REDACTED, SECRET_IN_URI
+
+    if first is None:
+        return ""  # a resumed sweep is in the default store
+    try:
+        uri = inspect(notebook).compose(first, check_targets=False).tracking.uri
+        default = compose(check_targets=False).tracking.uri
+    except ConfigError:
+        return ""
+    if uri == default:
+        return ""
+    shown = SECRET_IN_URI.sub(rf"\1:{REDACTED}@", uri)  # put the password back in yourself
+    return f"{TRACKING_URI_ENV}={shlex.quote(shown)} "
 
 
 def cmd_sweep(args) -> int:
-    from sweepbook.sweep.driver import run_sweep
+    from sweepbook.sweep.driver import SweepStopped, run_sweep
     from sweepbook.sweep.plan import SweepDefinitionError
 
     if not args.resume and not args.notebook:
         return _fail("give a notebook to sweep, or --resume SWEEP_ID")
     try:
+        first = _preflight(args)
         result = run_sweep(args.notebook, args.overrides, sweep_file=args.sweep_file,
                            workers=args.workers, engine=args.engine, timeout=args.timeout,
                            resume=args.resume, metric=args.metric, quiet=args.quiet)
-    except (SweepDefinitionError, ConfigError) as error:
+    except (SweepDefinitionError, ConfigError, StoreError) as error:
         return _fail(str(error))
-    _print_sweep_summary(result)
-    if result.interrupted:
-        return 130
-    return 0 if result.ok else 1
+    except SweepStopped as stopped:
+        return _fail(f"{stopped} before any run was created", code=128 + stopped.signum)
+    code = 128 + result.stopped_by if result.interrupted else (0 if result.ok else 1)
+    try:
+        _print_sweep_summary(result, _store_prefix(args.notebook, first))
+    except BrokenPipeError:  # `| head`, or a pipe whose reader Ctrl-C stopped: the record
+        pass  # is complete, and the exit code still tells how the sweep ended
+    return code
 
 
 def _reports_user_errors(command):
@@ -94,17 +150,22 @@ def _reports_user_errors(command):
 
         try:
             return command(args)
-        except (ComparisonError, RegistryError, ConfigError) as error:
+        except (ComparisonError, RegistryError, ConfigError, StoreError) as error:
             return _fail(str(error))
     return run
 
 
 def _scope(args):
     """The store from the config (MLFLOW_TRACKING_URI wins), the runs from the options."""
-    from sweepbook.compare import scope_for
+    from sweepbook.compare import LATEST, scope_for
 
     cfg = compose(args.overrides, args.config_name, check_targets=False)
-    return cfg, scope_for(cfg, args.experiment, args.sweep)
+    check_store(cfg.tracking.uri)
+    scope = scope_for(cfg, args.experiment, args.sweep)
+    if args.sweep == LATEST:
+        print(f"--sweep latest: {scope.title}, the newest of experiment "
+              f"{args.experiment or cfg.expname}", file=sys.stderr)
+    return cfg, scope
 
 
 def _print_table(table) -> None:
@@ -200,7 +261,8 @@ def _existing_experiment_id(uri: str, name: str) -> Optional[str]:
 def cmd_ui(args) -> int:
     try:
         cfg = compose(args.overrides, args.config_name, check_targets=False)
-    except ConfigError as error:
+        check_store(cfg.tracking.uri)
+    except (ConfigError, StoreError) as error:
         return _fail(str(error))
     url = f"http://{args.host}:{args.port}"
     print(f"MLflow UI for {cfg.tracking.uri} at {url} (Ctrl-C stops it)")
@@ -208,10 +270,48 @@ def cmd_ui(args) -> int:
     if experiment_id:
         print(f"runs of experiment {cfg.expname}: {url}/{runs_page(experiment_id)}")
     sys.stdout.flush()
+    return _serve(ui_command(cfg.tracking.uri, args.host, args.port))
+
+
+class _Stopped(Exception):
+    """SIGTERM or SIGHUP reached this process; args[0] is the signal."""
+
+
+def _raise_stopped(signum, _frame):
+    raise _Stopped(signum)
+
+
+def _serve(command: List[str]) -> int:
+    """Run a server until it ends. It gets its own process group, so that Ctrl-C, SIGTERM or
+    SIGHUP to this process stop it and any workers it started instead of leaving them serving;
+    the previous signal handlers are put back."""
+    server = subprocess.Popen(command, start_new_session=True)
+    stops = (signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, _raise_stopped) for signum in stops}
     try:
-        return subprocess.call(ui_command(cfg.tracking.uri, args.host, args.port))
-    except KeyboardInterrupt:
-        return 0
+        return server.wait()
+    except KeyboardInterrupt:  # the server, in its own session, did not get the Ctrl-C
+        code = 0
+    except _Stopped as stopped:
+        code = 128 + stopped.args[0]
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    _stop_group(server)
+    return code
+
+
+def _stop_group(process: subprocess.Popen, grace_s: float = 10) -> None:
+    """SIGTERM to the process's group; SIGKILL if its leader is still there after `grace_s`."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, signum)
+            process.wait(grace_s)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _store_options(parser: argparse.ArgumentParser) -> None:
@@ -224,12 +324,33 @@ def _store_options(parser: argparse.ArgumentParser) -> None:
 def _comparison_options(parser: argparse.ArgumentParser) -> None:
     _store_options(parser)
     parser.add_argument("--sweep", metavar="ID", help="only this sweep's runs ('latest': the "
-                                                       "newest sweep)")
+                                                       "newest sweep of the experiment)")
     parser.add_argument("--experiment", help="experiment to read (default: the config's "
                                              "expname; with --sweep: any)")
     parser.add_argument("--metric", default=DEFAULT_METRIC, help="rank runs by this metric")
     parser.add_argument("--direction",
                         help="max or min (default: min for losses and errors, else max)")
+
+
+def _at_least_one(value: str) -> int:
+    """--workers, --max-jobs: refused by argparse itself, before anything starts."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of 1 or more")
+    return number
+
+
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds above 0")
+    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -247,10 +368,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("overrides", nargs="*", help="e.g. model=cnn,mlp optimizer.lr=1e-3,1e-2")
     sweep.add_argument("--sweep-file", help="YAML with `params: {key: values}` (or a name in "
                                             "conf/sweep/); command-line overrides win")
-    sweep.add_argument("--workers", type=int, help="jobs at once (default: cores, at most 4)")
+    sweep.add_argument("--workers", type=_at_least_one,
+                       help="jobs at once (default: cores, at most 4)")
     sweep.add_argument("--engine", choices=ENGINES, default="fork",
                        help="fork: warm forked processes (fast); kernel: a Jupyter kernel per job")
-    sweep.add_argument("--timeout", type=float, help="seconds a job may take before it is stopped")
+    sweep.add_argument("--timeout", type=_seconds,
+                       help="seconds a job may take before it is stopped")
+    sweep.add_argument("--max-jobs", type=_at_least_one, default=MAX_JOBS,
+                       help=f"refuse sweeps of more jobs than this (default: {MAX_JOBS:,})")
     sweep.add_argument("--resume", metavar="SWEEP_ID", help="run what a sweep has not finished")
     sweep.add_argument("--metric", default=DEFAULT_METRIC, help="metric shown in the summary")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -277,10 +402,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """The command line, overrides also after options (`sweep nb.ipynb --sweep-file f seed=0`):
+    argparse gives every positional its values at once, and leaves later ones over."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    unknown = [word for word in extra if word.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     os.environ.setdefault(TELEMETRY_ENV, "true")  # this process and the kernels it starts
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    os.environ.setdefault(MLFLOW_LOG_LEVEL_ENV, "WARNING")  # e.g. no INFO on store migrations
+    args = parse_args(argv)
+    code = args.func(args)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # its reader is gone: say nothing more, keep the exit code
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return code
 
 
 if __name__ == "__main__":

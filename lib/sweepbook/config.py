@@ -10,6 +10,7 @@ so a run records exactly what built its config.
 import contextlib
 import hashlib
 import importlib.util
+import json
 import os
 import shlex
 import sys
@@ -27,12 +28,13 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from sweepbook.schema import RunSettings, settings_problems
+from sweepbook.schema import RunSettings, deletion_problems, settings_problems
 
 ROOT_ENV = "SWEEPBOOK_ROOT"  # project root for installed use (holds conf/ and notebooks/)
 OVERRIDES_ENV = "SWEEPBOOK_OVERRIDES"  # extra overrides for runs that take no parameters (nbval)
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 TELEMETRY_ENV = "MLFLOW_DISABLE_TELEMETRY"  # set true where sweepbook starts processes: offline
+SECRETS_ENV = "SWEEPBOOK_SECRETS_FILE"  # a job's secret overrides, {redacted: real} (secrets.py)
 DEFAULT_CONFIG = "train"
 RESOLVERS_FILE = "resolvers.py"  # conf/resolvers.py: the one home of custom OmegaConf resolvers
 VERSION_BASE = "1.3"
@@ -120,6 +122,27 @@ def as_override_list(value: Union[None, str, Sequence[str]]) -> List[str]:
     overrides = list(value)
     _check_overrides(overrides)
     return overrides
+
+
+def read_secrets(path) -> Dict[str, str]:
+    """The secret overrides kept in `path` (secrets.py writes them): redacted one -> real one."""
+    try:
+        secret = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"cannot read the secret overrides in {path}: {error}") from None
+    if not isinstance(secret, dict):
+        raise ConfigError(f"{path} must map redacted overrides to real ones")
+    return secret
+
+
+def _with_secrets(overrides: List[str]) -> List[str]:
+    """Overrides a job received redacted (`+db.password=***`) with their real values put back
+    from the file $SWEEPBOOK_SECRETS_FILE names; the others as they are."""
+    path = os.environ.get(SECRETS_ENV)
+    if not path:
+        return overrides
+    secret = read_secrets(path)
+    return [secret.get(override, override) for override in overrides]
 
 
 def overrides_from_env() -> List[str]:
@@ -253,12 +276,34 @@ def compose(overrides: Iterable[str] = (), config_name: str = DEFAULT_CONFIG,
     """Compose conf/<config_name>.yaml with Hydra overrides: resolved and validated.
 
     `check_targets=False` skips importing the `_target_`s, for readers that only need the store.
+    Redacted overrides are composed with their real values (_with_secrets) and recorded as given.
     """
     overrides = list(overrides)
     _check_overrides(overrides)
     load_resolvers()
+    return finish(compose_yaml(config_name, overrides), overrides, config_name, check_targets)
+
+
+def compose_yaml(config_name: str, overrides: List[str]) -> DictConfig:
+    """compose()'s first step: Hydra's composition, its `hydra` node kept (a sweep composes
+    each set of group choices once with it, then applies each job's values: sweep/plan.py)."""
     try:
-        cfg, choices = _resolve(_compose_yaml(config_name, overrides))
+        return _compose_yaml(config_name, _with_secrets(overrides))
+    except ConfigError:
+        raise
+    except (HydraException, OmegaConfBaseException, ValueError) as error:
+        raise ConfigError(_explain(error, overrides)) from error
+
+
+def finish(full: DictConfig, overrides: List[str], config_name: str = DEFAULT_CONFIG,
+           check_targets: bool = True) -> DictConfig:
+    """compose()'s second step: Hydra's composition `full` of `overrides` resolved, typed,
+    checked and remembered as made by them."""
+    problems = deletion_problems(overrides)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    try:
+        cfg, choices = _resolve(full)
         _apply_schema(cfg, config_name)
         _apply_environment(cfg)
     except ConfigError:

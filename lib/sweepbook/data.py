@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sweepbook.schema import Fraction, PositiveInt
+from sweepbook.schema import Fraction, PositiveInt, SumBelow, rules
 from sweepbook.targets import build
 
 TORCHVISION_DATASETS = {"fashion_mnist": "FashionMNIST", "mnist": "MNIST"}
@@ -94,6 +94,10 @@ def _three_way(everything: Split, val_fraction: float, test_fraction: float,
     return train, val, test
 
 
+HELD_OUT = SumBelow(("val_fraction", "test_fraction"))  # some data must be left to train on
+
+
+@rules(HELD_OUT)
 def load_digits(seed: int, val_fraction: Fraction = 0.1, test_fraction: Fraction = 0.1,
                 limit: Optional[PositiveInt] = None) -> Dataset:
     """scikit-learn's bundled 8x8 digits (1,797 images), split deterministically by seed;
@@ -117,6 +121,7 @@ def _diabetes_table() -> Tuple[np.ndarray, np.ndarray]:
     return bunch.data, bunch.target
 
 
+@rules(HELD_OUT)
 def load_diabetes(seed: int, val_fraction: Fraction = 0.15, test_fraction: Fraction = 0.15,
                   limit: Optional[PositiveInt] = None) -> Dataset:
     """scikit-learn's bundled diabetes regression data, split by seed; features standardized

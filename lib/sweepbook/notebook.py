@@ -48,11 +48,27 @@ def _default(parameter: dict, path: Path) -> str:
     return value
 
 
+def _check_format(path: Path) -> None:
+    """A file that is not a valid notebook (not JSON, not nbformat) is refused here: papermill
+    would fail on it in every job, or raise whatever its reader hits first."""
+    import nbformat
+
+    try:
+        nbformat.validate(nbformat.read(str(path), as_version=nbformat.NO_CONVERT))
+    except (OSError, ValueError, AttributeError, KeyError, TypeError,
+            nbformat.ValidationError) as error:
+        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else \
+            type(error).__name__
+        raise NotebookError(f"{path} is not a valid Jupyter notebook ({reason}); give an "
+                            f".ipynb file saved by Jupyter") from None
+
+
 def inspect(path) -> Notebook:
     """The notebook at `path` and its primary config, once its parameters cell checks out."""
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise NotebookError(f"notebook {str(path)!r} not found")
+    _check_format(path)
     from papermill.inspection import inspect_notebook
 
     try:

@@ -1,7 +1,11 @@
 """Turn a config into MLflow params: dotted keys, string values, secrets redacted."""
 import re
+from functools import lru_cache
 from typing import Any, Dict, List, Mapping
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, QuotedString, Transformer, ValueType
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from sweepbook.config import composition
@@ -14,6 +18,8 @@ SECRET_KEY = re.compile(r"password|passwd|passphrase|secret|credential|api[_-]?k
                         r"private[_-]?key|(^|[_.-])(pass|token|auth)($|[_.-])", re.I)
 BUILD_FLAGS = ("_partial_", "_recursive_", "_convert_")  # instantiate flags, not config
 SECRET_IN_URI = re.compile(r"(?<=://)([^/@:]+):([^/@]+)@")
+# override values that can hold text (a secret): one value or a list of choices
+TEXT_VALUES = (ValueType.ELEMENT, ValueType.CHOICE_SWEEP, ValueType.SIMPLE_CHOICE_SWEEP)
 
 
 def is_secret_key(key: str) -> bool:
@@ -72,10 +78,67 @@ def config_params(cfg: Any, redacted: bool = True) -> Dict[str, str]:
     return {**(made.choices if made else {}), **params}
 
 
+def redacted_yaml(cfg: Any) -> str:
+    """The config as YAML with secrets hidden: what a notebook may print (its outputs are
+    saved and logged)."""
+    return OmegaConf.to_yaml(OmegaConf.create(redact(to_container(cfg))))
+
+
+@lru_cache(maxsize=None)
+def _parser() -> OverridesParser:
+    return OverridesParser.create()
+
+
+def _redact_parsed(value: Any, key: str) -> Any:
+    """redact() for a value as Hydra parsed it (a sweep's choices keep their quotes)."""
+    if isinstance(value, QuotedString):
+        return QuotedString(str(redact_value(key, value.text)), value.quote)
+    if isinstance(value, dict):
+        return {k: REDACTED if is_secret_key(k) else _redact_parsed(v, str(k))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_parsed(v, key) for v in value]
+    return redact_value(key, value)
+
+
+def _as_text(value: Any) -> str:
+    """A parsed value back in override syntax, strings unescaped (it is read, not parsed)."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_as_text(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_as_text(v) for v in value) + "]"
+    return value if isinstance(value, str) else Transformer.str(value)
+
+
+def _value_text(parsed, hide: bool) -> str:
+    """The text after `=` of an element or choice sweep, secrets hidden when `hide`."""
+    key = parsed.key_or_group
+    text = (lambda v: _as_text(_redact_parsed(v, key))) if hide else _as_text
+    value = parsed.value()
+    if isinstance(value, ChoiceSweep):
+        choices = ",".join(text(v) for v in value.list)
+        return choices if value.simple_form else f"choice({choices})"
+    return text(value)
+
+
+def redact_override(override: str) -> str:
+    """One Hydra override with secret values hidden ('+db.password=x' -> '+db.password=***',
+    '+db={password:x}' -> '+db={password:***}'); an override without secrets is unchanged."""
+    key, sep, value = override.partition("=")
+    if not sep:
+        return override
+    try:
+        parsed = _parser().parse_override(override)
+    except HydraException:  # compose will say why; hide what can be found meanwhile
+        return f"{key}{sep}{redact_value(key.lstrip('+~'), value)}"
+    if is_secret_key(parsed.key_or_group):
+        return f"{key}{sep}{REDACTED}"
+    if parsed.value_type not in TEXT_VALUES:  # ranges, intervals, globs: numbers and options
+        return override
+    shown = _value_text(parsed, hide=True)
+    return override if shown == _value_text(parsed, hide=False) else f"{key}{sep}{shown}"
+
+
 def redact_overrides(overrides: List[str]) -> List[str]:
-    """Hydra overrides with secret values hidden: '+db.password=x' -> '+db.password=***'."""
-    redacted = []
-    for override in overrides:
-        key, sep, value = override.partition("=")
-        redacted.append(f"{key}{sep}{redact_value(key.lstrip('+~'), value)}" if sep else override)
-    return redacted
+    """Hydra overrides with secret values hidden (see redact_override)."""
+    return [redact_override(override) for override in overrides]

@@ -12,7 +12,7 @@ validation refuses `model.hidden=0` before any job runs.
 import operator
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Annotated, Any, Iterator, List, Optional, Tuple
+from typing import Annotated, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 _TESTS = {"ge": (">=", operator.ge), "gt": (">", operator.gt), "le": ("<=", operator.le),
           "lt": ("<", operator.lt)}
@@ -36,6 +36,36 @@ class Range:
             return None
         return "must be " + " and ".join(f"{_TESTS[name][0]} {bound}"
                                          for name, bound in bounds.items())
+
+
+@dataclass(frozen=True)
+class SumBelow:
+    """A rule over several parameters of one target: their sum stays below `limit` (shares
+    of one whole, such as validation and test fractions)."""
+    names: Tuple[str, ...]
+    limit: float = 1.0
+
+    def problem(self, values: Dict[str, Any]) -> Optional[str]:
+        """Why the values break the rule, or None (non-numbers are not judged)."""
+        numbers = [values.get(name) for name in self.names]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+            return None
+        if sum(numbers) < self.limit:
+            return None
+        given = " + ".join(f"{name}={value!r}" for name, value in zip(self.names, numbers))
+        return f"{given} = {sum(numbers):g} must be below {self.limit:g}"
+
+
+RULES_ATTRIBUTE = "__sweepbook_rules__"
+
+
+def rules(*given: SumBelow) -> Callable:
+    """Decorate a target with rules over several of its parameters; validation checks them
+    with the parameters' defaults filled in (targets.py), before any job runs."""
+    def mark(target: Callable) -> Callable:
+        setattr(target, RULES_ATTRIBUTE, (*getattr(target, RULES_ATTRIBUTE, ()), *given))
+        return target
+    return mark
 
 
 PositiveInt = Annotated[int, Range(ge=1)]
@@ -96,6 +126,22 @@ def range_problems(node: Any, prefix: str = "") -> Iterator[Tuple[str, Any, str]
             yield key, value, spec.metadata["range"].problem(value)
 
 
+def _cuda_problem(device: str) -> Optional[str]:
+    """Why a cuda device cannot be used here (torch is imported only when one is asked for)."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.partition(":")[2] or 0)
+    if index < visible:
+        return None
+    seen = f"{visible} are visible (cuda:0 to cuda:{visible - 1})" if visible else \
+        "no CUDA device is visible on this machine"
+    return (f"training.device={device!r} cannot be used: {seen}; use training.device=auto "
+            "or cpu")
+
+
 def settings_problems(settings: RunSettings) -> List[str]:
     """Readable reasons why typed settings cannot run (ranges, device, empty expname)."""
     problems = [f"{key}={value!r} is out of range: {why}"
@@ -105,4 +151,29 @@ def settings_problems(settings: RunSettings) -> List[str]:
     if settings.training and not DEVICE.fullmatch(settings.training.device):
         problems.append(f"training.device={settings.training.device!r} is not a known device: "
                         "valid are auto, cpu, cuda, cuda:N, mps")
+    elif settings.training:
+        problems += filter(None, [_cuda_problem(settings.training.device)])
+    return problems
+
+
+def _typed_keys(node: Any = RunSettings, prefix: str = "") -> Iterator[Tuple[str, bool]]:
+    """(dotted key, whether it is a section) of every key RunSettings types."""
+    for spec in fields(node):
+        kind = next((a for a in getattr(spec.type, "__args__", ()) if is_dataclass(a)),
+                    spec.type)
+        yield f"{prefix}{spec.name}", is_dataclass(kind)
+        if is_dataclass(kind):
+            yield from _typed_keys(kind, f"{prefix}{spec.name}.")
+
+
+def deletion_problems(overrides: Sequence[str]) -> List[str]:
+    """`~key` overrides deleting what sweepbook reads: it would run on silent defaults."""
+    typed = dict(_typed_keys())
+    problems = []
+    for override in (o for o in overrides if o.startswith("~")):
+        key = override[1:].split("=")[0]
+        if key in typed:
+            example = f"{key}.<key>=..." if typed[key] else f"{key}=..."
+            problems.append(f"{override}: {key} is read by sweepbook (see sweepbook.schema) "
+                            f"and cannot be deleted; set its values instead, e.g. {example}")
     return problems

@@ -9,12 +9,12 @@ torch optimizers check their own values when built, so one is built over a dummy
 import inspect
 import sys
 import typing
-from typing import Any, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sweepbook.env import preserved_environ
-from sweepbook.schema import Range
+from sweepbook.schema import RULES_ATTRIBUTE, Range
 
 INSTANTIATE_KEYS = {"_target_", "_partial_", "_args_", "_recursive_", "_convert_"}
 SIMPLE_TYPES = (bool, int, float, str)
@@ -105,7 +105,16 @@ def _key_problems(key: str, node: DictConfig, target: Any) -> List[str]:
                             f"valid: {', '.join(named)}")
         elif name in hints:
             problems += value_problems(f"{key}.{name}", node[name], hints[name], node._target_)
-    return problems
+    return problems or _rule_problems(key, node, target, parameters)
+
+
+def _rule_problems(key: str, node: DictConfig, target: Any, parameters) -> List[str]:
+    """The target's rules over several parameters (schema.rules), defaults filled in."""
+    values = {name: p.default for name, p in parameters.items() if p.default is not p.empty}
+    values.update({name: node[name] for name in node if name not in INSTANTIATE_KEYS})
+    return [f"{key}: {why}, as {node._target_} needs"
+            for why in (rule.problem(values) for rule in getattr(target, RULES_ATTRIBUTE, ()))
+            if why]
 
 
 def _optimizer_problems(key: str, node: DictConfig, target: Any) -> List[str]:
@@ -139,9 +148,20 @@ def _node_problems(key: str, node: DictConfig) -> List[str]:
     return _key_problems(key, node, target) or _optimizer_problems(key, node, target)
 
 
-def target_problems(cfg: DictConfig) -> List[str]:
-    """Every `_target_` problem of `cfg`, readable, each naming its key."""
-    return [p for key, node in target_nodes(cfg) for p in _node_problems(key, node)]
+def target_problems(cfg: DictConfig, cache: Optional[Dict[Tuple[str, str], List[str]]] = None
+                    ) -> List[str]:
+    """Every `_target_` problem of `cfg`, readable, each naming its key. A sweep passes a
+    `cache` (key and node -> problems): its jobs share most nodes, and a node's problems
+    depend on nothing else."""
+    if cache is None:
+        return [p for key, node in target_nodes(cfg) for p in _node_problems(key, node)]
+    problems = []
+    for key, node in target_nodes(cfg):
+        seen = (key, OmegaConf.to_yaml(node))
+        if seen not in cache:
+            cache[seen] = _node_problems(key, node)
+        problems += cache[seen]
+    return problems
 
 
 def build(node: DictConfig, key: str, **given: Any) -> Any:

@@ -13,12 +13,13 @@ from conftest import ROOT
 
 @pytest.mark.slow
 def test_mlflow_run_trains_in_a_child_without_param_clashes(store, client, tmp_path):
-    """Without --experiment-name: `mlflow run` would create that experiment with a
-    cwd-relative artifact folder (./mlruns), and the notebook's artifacts would land there."""
+    """`mlflow run .` as the MLproject comment says: its `main` entry point. Without
+    --experiment-name: `mlflow run` would create that experiment with a cwd-relative artifact
+    folder (./mlruns), and the notebook's artifacts would land there."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "SWEEPBOOK_OVERRIDES": f"debug=default paths.output_dir={tmp_path}"}
     done = subprocess.run(
-        ["mlflow", "run", str(ROOT), "-e", "train", "-P", "overrides=model=mlp optimizer.lr=0.02",
+        ["mlflow", "run", str(ROOT), "-P", "overrides=model=mlp optimizer.lr=0.02",
          "--env-manager", "local"],
         env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

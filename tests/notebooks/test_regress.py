@@ -156,7 +156,7 @@ def test_sweep_validates_against_the_notebooks_own_config(overrides, named, tmp_
            "SWEEPBOOK_OVERRIDES": f"debug=default paths.output_dir={tmp_path / 'outputs'}"}
     done = run([SWEEPBOOK, "sweep", str(REGRESS), *overrides, "--quiet"], cwd=tmp_path, env=env)
     assert done.returncode == 2, done.stdout + done.stderr
-    assert done.stderr.startswith("sweepbook: error: ")
+    assert "\nsweepbook: error: " in done.stderr  # after the job count
     assert named in done.stderr and "conf/regress.yaml" in done.stderr
     assert not db.exists() and not (tmp_path / "store").exists()
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "mlflow.db").exists()

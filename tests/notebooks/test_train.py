@@ -111,7 +111,8 @@ def _images(notebook: Path) -> int:
 
 @pytest.mark.slow
 def test_compare_notebook_passes_nbval_on_the_latest_sweep(swept, tmp_path):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": swept.uri}
+    """`latest` is the newest sweep of the config's experiment: debug's, with the smoke preset."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": swept.uri, "SWEEPBOOK_OVERRIDES": "debug=default"}
     done = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
                 "--nbval-current-env", str(COMPARE)], cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -268,8 +268,9 @@ def test_a_broken_executor_stops_the_sweep_and_the_record_says_so(smoke, client,
     assert parent.data.metrics["jobs_finished"] == 0
 
 
-@pytest.mark.parametrize("option, says", [("--workers", "workers=0: give 1 or more"),
-                                          ("--timeout", "timeout=0.0: give a number of seconds")])
+@pytest.mark.parametrize("option, says", [
+    ("--workers", "argument --workers: '0' is not a whole number of 1 or more"),
+    ("--timeout", "argument --timeout: '0' is not a number of seconds above 0")])
 def test_workers_and_timeout_must_be_positive(tmp_path, option, says):
     db = tmp_path / "store" / "mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}

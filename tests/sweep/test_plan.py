@@ -1,9 +1,13 @@
 import pytest
+from omegaconf import OmegaConf
 
-from sweepbook.notebook import inspect
+from sweepbook.config import ConfigError, composition
+from sweepbook.notebook import Notebook, inspect
+from sweepbook.params import config_params
 from sweepbook.sweep import plan as planning
 from sweepbook.sweep.plan import (SweepDefinitionError, expand, merge_overrides, read_sweep_file,
                                   short_name, sweep_id)
+from sweepbook.tracking.record import config_hash
 
 from conftest import ROOT
 
@@ -107,3 +111,65 @@ def test_jobs_are_validated_against_the_notebooks_own_config(tmp_path):
     elsewhere = Notebook(tmp_path / "nb.ipynb", "nope")
     with pytest.raises(SweepDefinitionError, match=r"no primary config 'nope'"):
         planning.plan(elsewhere, ["seed=1"])
+
+
+def _one_by_one(combinations, notebook):
+    """What validation did before: compose() for every job (the reference)."""
+    outcomes = []
+    for overrides in combinations:
+        try:
+            cfg = notebook.compose(overrides)
+        except ConfigError as error:
+            outcomes.append(("error", str(error)))
+        else:
+            outcomes.append((config_hash(cfg), OmegaConf.to_yaml(cfg),
+                             config_params(cfg), composition(cfg)))
+    return outcomes
+
+
+def test_composing_each_set_of_group_choices_once_gives_what_compose_gives(monkeypatch):
+    """Bases shared by group choices, values applied after: configs, params, record and
+    every error message exactly as composing each job; only a job Hydra refuses is composed
+    the slow way."""
+    monkeypatch.setenv("SWEEPBOOK_OVERRIDES", "training.epochs=2")
+    combinations = expand([
+        "model=cnn,mlp", "optimizer=adam,sgd", "optimizer.lr=1e-3,-1,abc", "+note=hello",
+        "data.val_fraction=0.1,0.95", "~data.test_fraction", "paths.output_dir=${paths.root_dir}/x"])
+    combinations += [["experiment=digits_mlp", "seed=3"], ["model=nope"], ["~training"],
+                     ["model.hidden=4", "model=mlp"], ["training.device=mps"]]
+    composer = planning._Composer(TRAIN)
+    slow, compose = [], Notebook.compose
+    monkeypatch.setattr(Notebook, "compose", lambda self, overrides, *rest: slow.append(
+        overrides) or compose(self, overrides, *rest))
+    fast = []
+    for overrides in combinations:
+        try:
+            cfg = composer.compose(overrides)
+        except ConfigError as error:
+            fast.append(("error", str(error)))
+        else:
+            fast.append((config_hash(cfg), OmegaConf.to_yaml(cfg), config_params(cfg),
+                         composition(cfg)))
+    monkeypatch.undo()
+    monkeypatch.setenv("SWEEPBOOK_OVERRIDES", "training.epochs=2")
+    assert fast == _one_by_one(combinations, TRAIN)
+    assert {outcome[0] == "error" for outcome in fast} == {True, False}
+    assert slow == [["model=nope"], ["~training"]]  # Hydra refuses: no model nope, no training
+    assert len(composer.bases) == 8
+
+
+def test_too_many_jobs_are_refused_before_validation_unless_the_limit_is_raised():
+    with pytest.raises(SweepDefinitionError, match=r"100,000 jobs.*10,000.*--max-jobs 100000"):
+        planning.check_size(100_000)
+    planning.check_size(100_000, max_jobs=100_000)
+
+
+def test_sweep_file_that_is_not_yaml_names_the_file_and_line(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("params:\n  model: cnn\n   seed: [0\n")
+    with pytest.raises(SweepDefinitionError, match=r"(?s)broken.yaml is not valid YAML.*line 3"):
+        read_sweep_file(str(broken))
+    listed = tmp_path / "listed.yaml"
+    listed.write_text("- model\n")
+    with pytest.raises(SweepDefinitionError, match="needs a mapping `params:`"):
+        read_sweep_file(str(listed))

@@ -91,7 +91,7 @@ def assert_refused(done: subprocess.CompletedProcess, db: Path, *names: str) -> 
     """Exit 2, `sweepbook: error:` naming every one of `names`, and no store created."""
     output = done.stdout + done.stderr
     assert done.returncode == 2, output
-    assert done.stderr.startswith("sweepbook: error:"), output
+    assert re.search(r"^sweepbook: error:", done.stderr, re.M), output
     for name in names:
         assert re.search(rf"(?<![\w.]){re.escape(name)}(?![\w])", done.stderr), (name, output)
     assert not db.exists() and not db.parent.exists(), output

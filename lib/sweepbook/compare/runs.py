@@ -15,7 +15,7 @@ from sweepbook.tracking.record import (CONFIG_ARTIFACT, ERROR_TAG, MODEL_ARTIFAC
                                        ROLE_TAG, SWEEP_TAG)
 from sweepbook.tracking.store import find_parent, find_run, using_tracking_uri
 
-LATEST = "latest"  # a sweep id meaning: the newest sweep
+LATEST = "latest"  # a sweep id meaning: the newest sweep (of the config's experiment)
 DIRECTIONS = ("max", "min")
 PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 KEYED_COLUMNS = ("metrics.", "params.", "tags.")
@@ -64,8 +64,9 @@ def resolve_scope(tracking_uri: str, experiment: Optional[str] = None,
                      f"experiment {experiment}")
     parent = _sweep_parent(client, sweep_id, experiment)
     if parent is None and sweep_id == LATEST:
-        raise ComparisonError(f"no sweep in {tracking_uri} yet: run one (make demo), or "
-                              "compare the experiment's runs without a sweep id")
+        where = f"experiment {experiment!r} in " if experiment else ""
+        raise ComparisonError(f"no sweep in {where}{tracking_uri} yet: run one (make demo), "
+                              "or compare the experiment's runs without a sweep id")
     if parent is None:
         raise ComparisonError(f"no sweep {sweep_id!r} in {tracking_uri}; a sweep's id is "
                               "printed when it ends, and tagged sweepbook.sweep_id on its runs")
@@ -75,8 +76,10 @@ def resolve_scope(tracking_uri: str, experiment: Optional[str] = None,
 
 
 def scope_for(cfg, experiment: Optional[str] = None, sweep_id: Optional[str] = None) -> Scope:
-    """resolve_scope on the config's store; without a sweep id, the config's experiment."""
-    if not sweep_id:
+    """resolve_scope on the config's store; without a sweep id, or with 'latest' (the newest
+    sweep of the experiment, not of another one: debug runs have their own), the config's
+    experiment unless `experiment` is given."""
+    if not sweep_id or sweep_id == LATEST:
         experiment = experiment or cfg.expname
     return resolve_scope(cfg.tracking.uri, experiment, sweep_id)
 

@@ -7,6 +7,7 @@ metadata land in the executed notebook as with the kernel engine.
 """
 import traceback
 from functools import lru_cache
+from typing import Dict
 
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
@@ -32,13 +33,19 @@ def _outputs(captured, error):
     return outputs
 
 
-def run_cell(shell: InteractiveShell, cell) -> bool:
-    """Execute one code cell, store its outputs; True when it raised."""
+def run_cell(shell: InteractiveShell, cell, echo: Dict = None) -> bool:
+    """Execute one code cell, store its outputs; True when it raised. What it printed is also
+    written to `echo`'s files ({'stdout': file, 'stderr': file}), as papermill's
+    stdout_file/stderr_file options do for a kernel."""
     with capture_output() as captured:
         result = shell.run_cell(cell.source, store_history=True)
     error = result.error_before_exec or result.error_in_exec
     cell.outputs = _outputs(captured, error)
     cell.execution_count = result.execution_count
+    for name, file in (echo or {}).items():
+        if file is not None and getattr(captured, name):
+            file.write(getattr(captured, name))
+            file.flush()
     return error is not None
 
 
@@ -59,12 +66,13 @@ class NotebookShell(InteractiveShell):
         pass  # errors become the cell's error output instead
 
 
-def execute_managed_notebook(nb_man) -> None:
+def execute_managed_notebook(nb_man, stdout_file=None, stderr_file=None) -> None:
     """Run the notebook's code cells one by one; stop at the first error, like nbclient."""
     shell = NotebookShell.create()
+    echo = {"stdout": stdout_file, "stderr": stderr_file}
     for index, cell in enumerate(nb_man.nb.cells):
         nb_man.cell_start(cell, index)
-        failed = cell.cell_type == "code" and run_cell(shell, cell)
+        failed = cell.cell_type == "code" and run_cell(shell, cell, echo)
         if failed:
             nb_man.cell_exception(cell, index)
         nb_man.cell_complete(cell, index)
@@ -80,8 +88,9 @@ def engine_class():
 
     class InProcessEngine(Engine):
         @classmethod
-        def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
-            execute_managed_notebook(nb_man)
+        def execute_managed_notebook(cls, nb_man, kernel_name, stdout_file=None,
+                                     stderr_file=None, **kwargs):
+            execute_managed_notebook(nb_man, stdout_file, stderr_file)
 
     return InProcessEngine
 

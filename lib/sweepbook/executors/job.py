@@ -5,8 +5,10 @@ notebook opened (by the launch id in its tags) and logs its executed notebook an
 it; a notebook that failed gets its reason tagged and its run ended FAILED, and one that never
 opened a run gets a FAILED placeholder run. The driver is not needed for any of it.
 """
+import ctypes
 import functools
 import os
+import signal
 import sys
 import uuid
 from dataclasses import dataclass
@@ -18,30 +20,56 @@ from sweepbook.executors.base import JobSpec
 from sweepbook.tracking.record import ERROR_TAG, LAUNCH_TAG, LOGS_FOLDER
 
 KERNEL = "python3"
-EXIT_OK, EXIT_NOTEBOOK_FAILED, EXIT_KERNEL_FAILED, EXIT_NOT_RECORDED = 0, 1, 3, 4
+EXIT_OK, EXIT_NOTEBOOK_FAILED, EXIT_KERNEL_FAILED, EXIT_NOT_RECORDED, EXIT_STOPPED = 0, 1, 3, 4, 5
 NO_RUN_REASON = "the notebook ended without opening an MLflow run"
+# Why a job was stopped, by the signal it got: the driver stops jobs with SIGTERM (and records
+# its own reason, a timeout or Ctrl-C); the kernel sends SIGHUP when the job's parent dies
+# (PR_SET_PDEATHSIG), that is when its driver died (with the fork engine, the template dies
+# with the driver).
+STOP_REASONS = {signal.SIGTERM: "stopped by its sweep",
+                signal.SIGHUP: "its sweep's driver died; run the same command again to finish "
+                               "the sweep"}
+PR_SET_PDEATHSIG = 1
+
+
+class JobStopped(KeyboardInterrupt):
+    """Raised in the job where it stands when it gets a stop signal: the notebook's start_run
+    ends its run KILLED (as for Ctrl-C), and the job still records itself."""
 
 
 def execute(notebook: str, output: str, parameters: dict, in_process: bool,
-            progress: bool = False) -> None:
-    """papermill, in the notebook's folder: a Jupyter kernel, or this process (`in_process`)."""
+            progress: bool = False, echo: bool = True) -> None:
+    """papermill, in the notebook's folder: a Jupyter kernel, or this process (`in_process`).
+    With `echo`, what the cells print also goes to this process's output (a job's log).
+
+    The kernel talks over Unix sockets in a private temporary folder: over TCP, ipykernel logs
+    "Kernel is running over TCP without encryption" into every job's output, and kernels
+    started side by side can collide on ports."""
+    import tempfile
+
     import papermill
+    from traitlets.config import Config
 
     from sweepbook.executors.engine import ENGINE_NAME, register
 
     if in_process:
         register()
-    papermill.execute_notebook(
-        notebook, output, parameters=parameters, kernel_name=KERNEL,
-        engine_name=ENGINE_NAME if in_process else None,
-        cwd=os.path.dirname(notebook), progress_bar=progress,
-    )
+    with tempfile.TemporaryDirectory(prefix="sweepbook-kernel-") as sockets:
+        papermill.execute_notebook(
+            notebook, output, parameters=parameters, kernel_name=KERNEL,
+            engine_name=ENGINE_NAME if in_process else None,
+            cwd=os.path.dirname(notebook), progress_bar=progress,
+            stdout_file=sys.stdout if echo else None, stderr_file=sys.stderr if echo else None,
+            config=Config(KernelManager={"transport": "ipc",
+                                         "ip": os.path.join(sockets, "kernel")}),
+        )
 
 
 def execute_with_retry(spec: JobSpec, in_process: bool,
                        run=execute) -> Tuple[int, Optional[str]]:
     """Execute the job's notebook; a kernel that fails to start gets `kernel_start_retries`
     more tries. Returns the job's exit code and, when it failed, why."""
+    from nbclient.exceptions import DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     reason = None
@@ -53,14 +81,34 @@ def execute_with_retry(spec: JobSpec, in_process: bool,
             reason = f"{error.ename}: {error.evalue}"[:5000]
             print(f"notebook failed: {reason}", file=sys.stderr)
             return EXIT_NOTEBOOK_FAILED, reason
-        except (RuntimeError, TimeoutError) as error:  # the kernel did not start or died
+        except DeadKernelError as error:  # mid-run: its run may exist, never run it twice
+            return EXIT_KERNEL_FAILED, f"the kernel died: {error}"[:5000]
+        except (RuntimeError, TimeoutError) as error:  # the kernel did not start
             reason = f"kernel failure: {error!r}"[:5000]
             print(f"{reason} (attempt {attempt + 1})", file=sys.stderr)
+        except Exception as error:  # papermill could not read or write a notebook, ...
+            return EXIT_NOTEBOOK_FAILED, f"{type(error).__name__}: {error}"[:5000]
     return EXIT_KERNEL_FAILED, reason
 
 
-def record_own_run(spec: JobSpec, reason: Optional[str]) -> Tuple[str, Optional[str]]:
-    """Finish this job's record: its reason and status if it failed, its notebook and log.
+def _log_files(client, run_id: str, spec: JobSpec) -> Optional[str]:
+    """Log the executed notebook and the job's log on its run; what could not be logged."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for path, folder in ((spec.output, None), (spec.log, LOGS_FOLDER)):
+        if path and Path(path).is_file():
+            try:
+                client.log_artifact(run_id, path, folder)
+            except Exception as error:  # disk full, permissions: the record must say so
+                return f"its record is incomplete: {Path(path).name} was not logged: {error}"
+    return None
+
+
+def record_own_run(spec: JobSpec, reason: Optional[str],
+                   status: str = "FAILED") -> Tuple[str, Optional[str]]:
+    """Finish this job's record: its notebook and log, and if it did not finish, its reason
+    and `status` (FAILED, or KILLED for a stopped job). A run whose files could not be logged
+    is FAILED too: its record is incomplete, and resuming the sweep runs it again.
 
     Returns the run's id and why the job failed (None when its run stands FINISHED).
     """
@@ -76,15 +124,12 @@ def record_own_run(spec: JobSpec, reason: Optional[str]) -> Tuple[str, Optional[
                                  spec.parameters.get("parent_run_id"))
         reason = reason or NO_RUN_REASON
     run_id = run.info.run_id
+    reason = _log_files(client, run_id, spec) if reason is None else reason
     if reason:
-        if ERROR_TAG not in run.data.tags:
+        if ERROR_TAG not in run.data.tags or status == "KILLED":
             client.set_tag(run_id, ERROR_TAG, reason)
-        client.set_terminated(run_id, "FAILED")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    for path, folder in ((spec.output, None), (spec.log, LOGS_FOLDER)):
-        if path and Path(path).is_file():
-            client.log_artifact(run_id, path, folder)
+        client.set_terminated(run_id, status)
+        _log_files(client, run_id, spec)  # the log now ends with the reason
     return run_id, reason
 
 
@@ -96,25 +141,78 @@ def _redirect_output(path: str) -> None:
     sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)
 
 
+class _StopSignals:
+    """SIGTERM and SIGHUP stop the job where it stands (JobStopped), once: a second signal
+    while it records itself is ignored (the driver's SIGKILL follows if recording hangs)."""
+
+    def __init__(self):
+        self.reason: Optional[str] = None
+        for signum in STOP_REASONS:
+            signal.signal(signum, self._stop)
+
+    def _stop(self, signum, frame) -> None:
+        for other in STOP_REASONS:
+            signal.signal(other, signal.SIG_IGN)
+        self.reason = STOP_REASONS[signum]
+        raise JobStopped(self.reason)
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel for SIGHUP when this process's parent dies (the driver, or the fork
+    engine's template, which exits with the driver), so that no job outlives its sweep; and
+    stop now if the driver is already gone."""
+    import multiprocessing
+
+    from multiprocessing import forkserver
+
+    # A forked job inherits the fork server's keep-alive pipe, which would keep the template
+    # alive after its driver dies (jobs start no processes through it): let go of it.
+    server = forkserver._forkserver  # private, as in local.py
+    if server._forkserver_alive_fd is not None:
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_alive_fd = None
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGHUP)
+    driver = multiprocessing.parent_process()
+    try:
+        if driver is not None:
+            os.kill(driver.pid, 0)
+    except ProcessLookupError:
+        os.kill(os.getpid(), signal.SIGHUP)
+
+
 def run_job(spec: JobSpec, in_process: bool, reports=None) -> None:
     """The body of a job process; its exit code says how the notebook ended, and the run's id
     goes back through `reports` (a pipe's sending end) once the record is finished."""
     os.setpgid(0, 0)
+    stop = _StopSignals()
+    _die_with_parent()
     os.environ.clear()
     os.environ.update(spec.env)
     _redirect_output(spec.log)
     sys.path.insert(0, os.path.dirname(spec.notebook))  # as a kernel started there has it
-    import torch
-
-    torch.set_num_threads(spec.threads)
-    code, reason = execute_with_retry(spec, in_process)
     try:
-        run_id, reason = record_own_run(spec, reason)
-        if reports is not None:
-            reports.send(run_id)
+        import torch
+
+        torch.set_num_threads(spec.threads)
+        code, reason = execute_with_retry(spec, in_process)
+    except JobStopped:  # between cells (inside one, the cell fails and papermill says so)
+        code, reason = EXIT_STOPPED, stop.reason
+    if stop.reason:
+        code, reason = EXIT_STOPPED, stop.reason
+        print(f"job stopped: {reason}", file=sys.stderr)
+    for signum in STOP_REASONS:  # recording takes a moment: the driver's SIGKILL ends a hang
+        signal.signal(signum, signal.SIG_IGN)
+    try:
+        run_id, reason = record_own_run(spec, reason, "KILLED" if stop.reason else "FAILED")
     except Exception as error:  # the store is out of reach: the driver records what it can
         print(f"could not record the job's run: {error!r}", file=sys.stderr)
         code = code or EXIT_NOT_RECORDED
+    else:
+        try:
+            if reports is not None:
+                reports.send(run_id)
+        except OSError:  # the driver is gone: the record is finished all the same
+            pass
     sys.exit(code or (EXIT_NOTEBOOK_FAILED if reason else EXIT_OK))
 
 
@@ -128,9 +226,11 @@ class Execution:
 def run_notebook(notebook: Path, cfg, overrides: List[str], output: Optional[Path] = None,
                  progress: bool = True) -> Execution:
     """Execute `notebook` once, in a kernel in its own folder, with `overrides` (already
-    validated into `cfg`), and finish its record as a sweep's job does."""
+    validated into `cfg`), and finish its record as a sweep's job does. The notebook receives
+    the overrides redacted, their secrets through a private file (secrets.passed)."""
     from mlflow.tracking import MlflowClient
 
+    from sweepbook import secrets
     from sweepbook.config import composition
     from sweepbook.tracking.record import run_name
     from sweepbook.tracking.store import prepare_store
@@ -139,11 +239,13 @@ def run_notebook(notebook: Path, cfg, overrides: List[str], output: Optional[Pat
     default = Path(cfg.paths.output_dir) / "notebooks" / f"{notebook.stem}-{launch_id[:8]}.ipynb"
     output = Path(output or default).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
-    spec = JobSpec(index=0, name=run_name(cfg, overrides, composition(cfg).choices),
-                   notebook=str(notebook), output=str(output), log="",
-                   parameters={"overrides": overrides, "tags": {LAUNCH_TAG: launch_id}},
-                   env={TRACKING_URI_ENV: cfg.tracking.uri},
-                   experiment_id=prepare_store(cfg))
-    _, reason = execute_with_retry(spec, False, functools.partial(execute, progress=progress))
+    with secrets.passed(overrides) as shown:
+        spec = JobSpec(index=0, name=run_name(cfg, overrides, composition(cfg).choices),
+                       notebook=str(notebook), output=str(output), log="",
+                       parameters={"overrides": shown, "tags": {LAUNCH_TAG: launch_id}},
+                       env={TRACKING_URI_ENV: cfg.tracking.uri},
+                       experiment_id=prepare_store(cfg))
+        run = functools.partial(execute, progress=progress, echo=False)
+        _, reason = execute_with_retry(spec, False, run)
     run_id, reason = record_own_run(spec, reason)
     return Execution(output, MlflowClient(cfg.tracking.uri).get_run(run_id), reason)

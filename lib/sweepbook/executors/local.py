@@ -6,7 +6,9 @@
 - `kernel`: each job is a fresh process that runs papermill's standard engine, a Jupyter
   kernel, exactly as `papermill` on the command line does.
 
-Each job process leads its own process group, so a timeout or Ctrl-C also stops its kernel.
+Each job process leads its own process group, so a timeout or Ctrl-C also stops what it
+started (a kernel stops by itself once its job is gone: ipykernel watches its parent). A job
+dies with its driver (job.py asks the kernel for a parent-death signal).
 """
 import dataclasses
 import fcntl
@@ -29,6 +31,7 @@ TEMPLATE_MODULE = "sweepbook.executors.template"
 POOL_ENV, NULL_POOL = "MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool"  # no pooled connections
 STORE_LOCK_ENV = "SWEEPBOOK_STORE_LOCK"  # the template waits on it before its first store query
 WARMUP_CONFIG_ENV = "SWEEPBOOK_WARMUP_CONFIG"  # JSON: notebook, config_name, overrides
+STOP_GRACE_S = 10.0  # a stopped job's time to end its run KILLED and log its files
 
 
 def _context(engine: str):
@@ -161,23 +164,37 @@ class LocalExecutor(Executor):
         sender.close()  # the job holds the only sending end: its end is the pipe's end
         self._running[spec.index] = _Running(process, spec, time.monotonic(), reports)
 
-    def _stop(self, process) -> None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(process.pid, sig)
-            except (ProcessLookupError, PermissionError):
+    @staticmethod
+    def _signal(process, signum) -> None:
+        try:
+            os.killpg(process.pid, signum)  # the job and what it started in its group
+        except (ProcessLookupError, PermissionError):
+            if process.exitcode is None:
                 process.kill()
-            process.join(2.0)
-            if process.exitcode is not None:
-                return
+
+    def _stop(self, processes) -> None:
+        """SIGTERM: each job ends its run KILLED and logs its files itself; SIGKILL for any
+        still there after STOP_GRACE_S."""
+        for process in processes:
+            self._signal(process, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+        for process in processes:
+            if process.exitcode is None:
+                self._signal(process, signal.SIGKILL)
+                process.join(5.0)
 
     def _finish(self, index: int, status: Optional[str] = None,
                 reason: Optional[str] = None) -> Outcome:
         job = self._running.pop(index)
         if job.process.exitcode is None:
-            self._stop(job.process)
+            self._stop([job.process])
         if status is None:  # it ended by itself: its exit code tells how
             status = "FINISHED" if job.process.exitcode == EXIT_OK else "FAILED"
+            if job.process.exitcode < 0:
+                killer = signal.Signals(-job.process.exitcode).name
+                reason = f"the job process was killed by {killer}"
         notebook = job.spec.output if Path(job.spec.output).is_file() else None
         return Outcome(job.spec, status, reason, job.run_id(), time.monotonic() - job.started,
                        notebook)
@@ -196,4 +213,5 @@ class LocalExecutor(Executor):
         return finished
 
     def cancel(self, reason: str) -> List[Outcome]:
+        self._stop([job.process for job in self._running.values()])  # all at once
         return [self._finish(index, "KILLED", reason) for index in list(self._running)]

@@ -11,25 +11,26 @@ a SQLite store corrupts it.
 Jobs come from a source (sources.py) while the executor has room. The caller's environment is
 left as it was: each job gets its own, explicitly.
 """
+import contextlib
 import os
 import signal
+import sys
 import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from sweepbook import notebook as notebooks
+from sweepbook import secrets
 from sweepbook.executors import Executor, JobSpec, get_executor
 from sweepbook.sweep import plan as planning
 from sweepbook.sweep.plan import Job, SweepDefinitionError
 from sweepbook.sweep.results import JobResult, SweepResult
 from sweepbook.sweep.sources import GridSource
-from sweepbook.config import TELEMETRY_ENV, TRACKING_URI_ENV
+from sweepbook.config import SECRETS_ENV, TELEMETRY_ENV, TRACKING_URI_ENV
+from sweepbook.params import redact_overrides
 from sweepbook.tracking.record import DEFAULT_METRIC, NOT_STARTED, RUN_ID_ENV
-
-INTERRUPTED = "stopped by Ctrl-C"
-
 
 def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
@@ -38,7 +39,8 @@ def default_workers() -> int:
 def _progress(total: int, done: int, quiet: bool, sweep_id: str):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=done, desc=f"sweep {sweep_id}", unit="job", disable=quiet)
+    return tqdm(total=total, initial=done, desc=f"sweep {sweep_id}", unit="job", disable=quiet,
+                file=_StderrOrNothing())
 
 
 @dataclass
@@ -49,6 +51,7 @@ class _Launch:
     threads: int  # torch threads per job: the cores shared by the workers
     tracking_uri: str
     experiment_id: str
+    secrets_file: Optional[Path] = None  # the jobs' secret overrides (secrets.py), if any
 
     def spec(self, job: Job, parameters: Dict) -> JobSpec:
         stem = self.output_dir / f"{job.index}-{planning.short_name(job)}"
@@ -59,42 +62,102 @@ class _Launch:
 
     def environment(self) -> Dict[str, str]:
         """A job's environment: this process's, with the sweep's store, its own thread count,
-        and never a run id (MLflow would resume that run instead of starting the job's own)."""
-        env = {k: v for k, v in os.environ.items() if k != RUN_ID_ENV}
+        and never a run id (MLflow would resume that run instead of starting the job's own);
+        the sweep's own secrets file, never one this process was given."""
+        env = {k: v for k, v in os.environ.items() if k not in (RUN_ID_ENV, SECRETS_ENV)}
+        secret = {SECRETS_ENV: str(self.secrets_file)} if self.secrets_file else {}
         return {TELEMETRY_ENV: "true", **env, TRACKING_URI_ENV: self.tracking_uri,
-                "OMP_NUM_THREADS": str(self.threads)}
+                "OMP_NUM_THREADS": str(self.threads), **secret}
 
 
-class _CtrlC:
-    """Ctrl-C (SIGINT) while jobs run asks the loop to stop between two steps, instead of
-    raising wherever the driver is: inside a store query, sqlite3 turns the interrupt into
-    an error that the store's retries can swallow, and the sweep would run on. The previous
-    handler is put back after; off the main thread (no handler allowed) Ctrl-C raises as usual.
+class _StopSignals:
+    """Ctrl-C (SIGINT), SIGTERM (what `timeout` and schedulers send) and SIGHUP (a closed
+    terminal) stop a sweep the same way.
+
+    Until the sweep's record exists, a signal stops the driver at once (SweepStopped). From
+    then on (`defer()`) it only sets `signum`, and the loop stops between two steps: raised
+    inside a store query, sqlite3 would turn it into an error that the store's retries can
+    swallow, and a half-made record would be left behind. The previous handlers are put back
+    after; off the main thread (no handlers allowed) signals act as usual.
     """
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self):
-        self.pressed = False
-        self._previous = None
+        self.signum: Optional[int] = None
+        self._deferred = False
+        self._previous: Dict[int, object] = {}
 
-    def _press(self, signum, frame) -> None:
-        self.pressed = True
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+        if not self._deferred:
+            raise SweepStopped(signum)
 
-    def __enter__(self) -> "_CtrlC":
+    def defer(self) -> None:
+        self._deferred = True
+
+    def __enter__(self) -> "_StopSignals":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._press)
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+class SweepStopped(KeyboardInterrupt):
+    """A signal stopped the sweep before its record existed: nothing to end."""
+
+    def __init__(self, signum: int):
+        super().__init__(stop_reason(signum))
+        self.signum = signum
+
+
+def stop_reason(signum: int) -> str:
+    return "stopped by Ctrl-C" if signum == signal.SIGINT else \
+        f"stopped by {signal.Signals(signum).name}"
+
+
+class _StderrOrNothing:
+    """The progress bar's stream: a closed pipe (`sweepbook sweep ... | tee log` after Ctrl-C)
+    must never stop the driver from recording the jobs."""
+
+    def write(self, text: str) -> None:
+        try:
+            sys.stderr.write(text)
+        except (OSError, ValueError):
+            pass
+
+    def flush(self) -> None:
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name):  # encoding, isatty, ...: the terminal's
+        return getattr(sys.stderr, name)
+
+
+def _record(recorder, job: Job, outcome) -> JobResult:
+    """The job's result as its run says; a store that cannot be written to (disk full,
+    permissions) fails the job with the reason, and never stops the driver."""
+    try:
+        return recorder.record(job, outcome)
+    except Exception as error:
+        status = "KILLED" if outcome.status == "KILLED" else "FAILED"
+        return JobResult(job.index, job.name, status, None, outcome.seconds, outcome.notebook,
+                         outcome.run_id,
+                         f"could not record the job: {type(error).__name__}: {error}"[:5000])
 
 
 def _execute(recorder, launch: _Launch, executor: Executor, source: GridSource,
-             by_index: Dict[int, Job], result: SweepResult, quiet: bool) -> None:
+             by_index: Dict[int, Job], result: SweepResult, stop: _StopSignals,
+             quiet: bool) -> None:
     bar = _progress(len(by_index), len(result.results), quiet, recorder.sweep_id)
 
     def start(job: Job) -> None:
-        parameters = {"overrides": job.overrides, "parent_run_id": recorder.parent_run_id,
+        parameters = {"overrides": redact_overrides(job.overrides),  # secrets: from a file
+                      "parent_run_id": recorder.parent_run_id,
                       "tags": recorder.tags(job, uuid.uuid4().hex)}
         executor.start(launch.spec(job, parameters))
 
@@ -104,26 +167,23 @@ def _execute(recorder, launch: _Launch, executor: Executor, source: GridSource,
     def collect(outcomes):
         for outcome in outcomes:
             job = by_index[outcome.spec.index]
-            job_result = recorder.record(job, outcome)
+            job_result = _record(recorder, job, outcome)
             source.tell(job, job_result)
             result.results.append(job_result)
             show_counts()
             bar.update(1)
 
     try:
-        with _CtrlC() as ctrl_c:
-            while (not source.exhausted or executor.running) and not ctrl_c.pressed:
-                finished = executor.poll()
-                while executor.has_room() and not source.exhausted and not ctrl_c.pressed:
-                    start(source.ask())  # refill first: recording takes a moment
-                    show_counts()
-                collect(finished)
-        if ctrl_c.pressed:
-            raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        result.interrupted = True
-        collect(executor.cancel(INTERRUPTED))
-    except Exception as error:  # the executor or the store broke: stop, and say so
+        while (not source.exhausted or executor.running) and stop.signum is None:
+            finished = executor.poll()
+            while executor.has_room() and not source.exhausted and stop.signum is None:
+                start(source.ask())  # refill first: recording takes a moment
+                show_counts()
+            collect(finished)
+        if stop.signum is not None:
+            result.stopped_by = stop.signum
+            collect(executor.cancel(stop_reason(stop.signum)))
+    except Exception as error:  # the executor broke: stop, and say so
         result.aborted = f"{type(error).__name__}: {error}"[:5000]
         collect(executor.cancel(f"the sweep stopped: {result.aborted}"))
     finally:
@@ -132,6 +192,31 @@ def _execute(recorder, launch: _Launch, executor: Executor, source: GridSource,
     result.results += [JobResult(job.index, job.name, NOT_STARTED, None, None, None, None)
                        for job in by_index.values() if job.index not in reported]
     result.results.sort(key=lambda r: r.index)
+
+
+@contextlib.contextmanager
+def _one_driver(job: Job, sweep_id: str) -> Iterator[None]:
+    """One driver per sweep id and store; a second is refused, naming the first."""
+    from sweepbook.tracking.locks import LockHeld, sweep_driver
+
+    try:
+        with sweep_driver(job.tracking_uri, job.output_dir, sweep_id):
+            yield
+    except LockHeld as held:
+        raise SweepDefinitionError(
+            f"sweep {sweep_id} is already running (driver PID {held.pid}): wait for it to "
+            f"end, or stop it (kill {held.pid}), then run the same command again") from None
+
+
+def _close(recorder, result: SweepResult) -> None:
+    """End the parent run; a store that cannot be written to leaves it for the next
+    command (it repairs the record: resume) and says so, but never hides the summary."""
+    try:
+        recorder.close(result)
+    except Exception as error:
+        result.aborted = result.aborted or (
+            f"could not record the sweep's end ({type(error).__name__}: {error}); run the "
+            f"same command again to repair its record")[:5000]
 
 
 def _store_uri() -> str:
@@ -169,27 +254,32 @@ def run_sweep(notebook: Optional[str], overrides: Sequence[str] = (), *,
         raise SweepDefinitionError(f"timeout={timeout}: give a number of seconds above 0")
     workers = workers or default_workers()
     found, overrides, combinations = _definition(notebook, overrides, sweep_file, resume)
-    with get_executor("local", workers=workers, timeout=timeout, engine=engine) as executor:
+    with _StopSignals() as stop, get_executor("local", workers=workers, timeout=timeout,
+                                             engine=engine) as executor:
         # the executor warms up while this process validates every job and creates the store
         executor.prepare(str(found.path), found.config_name, combinations[0])
         jobs = planning.validate(combinations, found)
         from sweepbook.sweep.recorder import SweepRecorder  # MLflow: seconds to import
 
         sweep_id = planning.sweep_id(str(found.path), jobs)
-        definition = {"notebook": str(found.path), "config_name": found.config_name,
-                      "overrides": overrides, **planning.describe(jobs)}
-        recorder, skipped = SweepRecorder.open(jobs, sweep_id, definition, metric)
-        executor.store_ready(jobs[0].tracking_uri)
-        result = SweepResult(sweep_id, recorder.parent_run_id, metric, skipped)
-        output_dir = Path(jobs[0].output_dir) / "sweeps" / sweep_id
-        output_dir.mkdir(parents=True, exist_ok=True)
-        launch = _Launch(str(found.path), output_dir, max(1, (os.cpu_count() or 1) // workers),
-                         jobs[0].tracking_uri, recorder.experiment_id)
-        done = {r.index for r in skipped}
-        source = GridSource(job for job in jobs if job.index not in done)
-        try:
-            _execute(recorder, launch, executor, source, {job.index: job for job in jobs},
-                     result, quiet)
-        finally:
-            recorder.close(result)
+        with _one_driver(jobs[0], sweep_id):
+            stop.defer()  # from here on, a signal ends the record properly
+            output_dir = Path(jobs[0].output_dir) / "sweeps" / sweep_id
+            definition, secrets_file = secrets.hide_in_definition(  # secrets: a 0600 file only
+                {"notebook": str(found.path), "config_name": found.config_name,
+                 "overrides": overrides, **planning.describe(jobs)}, output_dir)
+            recorder, skipped = SweepRecorder.open(jobs, sweep_id, definition, metric)
+            executor.store_ready(jobs[0].tracking_uri)
+            result = SweepResult(sweep_id, recorder.parent_run_id, metric, skipped)
+            try:
+                output_dir.mkdir(parents=True, exist_ok=True)
+                launch = _Launch(str(found.path), output_dir,
+                                 max(1, (os.cpu_count() or 1) // workers),
+                                 jobs[0].tracking_uri, recorder.experiment_id, secrets_file)
+                done = {r.index for r in skipped}
+                source = GridSource(job for job in jobs if job.index not in done)
+                _execute(recorder, launch, executor, source, {job.index: job for job in jobs},
+                         result, stop, quiet)
+            finally:
+                _close(recorder, result)
     return result

@@ -5,30 +5,40 @@ import, and the template needs that head start more than the driver. Jobs record
 runs (executors/job.py); the recorder ends what a job could not end itself (a timeout, a
 cancel, a crash) and reads back what each run says.
 """
+import sys
 import time
 from pathlib import Path
 from typing import Dict, List
 
 import yaml
 from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from sweepbook.executors.base import Outcome
+from sweepbook.secrets import restore_definition
 from sweepbook.sweep.plan import Job, SweepDefinitionError
 from sweepbook.sweep.results import SKIPPED, JobResult, SweepResult
 from sweepbook.tracking import record
 from sweepbook.tracking.store import (create_placeholder, ensure_experiment, find_launched_run,
-                                      find_parent)
+                                      find_parent, open_store)
 
 
 def resume_definition(tracking_uri: str, sweep_id: str) -> Dict:
-    """The definition a sweep's parent run recorded, so `--resume ID` needs nothing else."""
+    """The definition a sweep's parent run recorded, so `--resume ID` needs nothing else (its
+    secret overrides back from the file the sweep kept them in)."""
     client = MlflowClient(tracking_uri)
     parent = find_parent(client, sweep_id)
     if parent is None:
         raise SweepDefinitionError(f"no sweep {sweep_id!r} in {tracking_uri}")
-    path = client.download_artifacts(parent.info.run_id, record.SWEEP_DEFINITION_ARTIFACT)
-    return yaml.safe_load(Path(path).read_text())
+    try:
+        path = client.download_artifacts(parent.info.run_id, record.SWEEP_DEFINITION_ARTIFACT)
+    except (MlflowException, OSError) as error:
+        raise SweepDefinitionError(
+            f"sweep {sweep_id!r} cannot be resumed: its parent run {parent.info.run_id} has no "
+            f"readable {record.SWEEP_DEFINITION_ARTIFACT} ({str(error)[:300]}); run the sweep "
+            f"again with its notebook and overrides (finished jobs are kept)") from None
+    return restore_definition(yaml.safe_load(Path(path).read_text()))
 
 
 def _create_parent(client, experiment_id: str, sweep_id: str, definition: Dict) -> str:
@@ -39,9 +49,21 @@ def _create_parent(client, experiment_id: str, sweep_id: str, definition: Dict) 
         Param(record.SWEEP_NOTEBOOK_PARAM, definition["notebook"]),
         Param(record.SWEEP_JOBS_PARAM, str(len(definition["jobs"]))),
         Param(record.SWEEP_OVERRIDES_PARAM, " ".join(definition["overrides"])[:6000])])
-    client.log_text(run.info.run_id, yaml.safe_dump(definition, sort_keys=False),
-                    record.SWEEP_DEFINITION_ARTIFACT)
+    _log_definition(client, run.info.run_id, definition)
     return run.info.run_id
+
+
+def _log_definition(client, parent_run_id: str, definition: Dict) -> None:
+    """sweep.yaml on the parent, for `--resume ID`. An artifact store that cannot be written
+    to does not stop the sweep (its jobs will say why they fail); the next run of the same
+    command logs it."""
+    try:
+        client.log_text(parent_run_id, yaml.safe_dump(definition, sort_keys=False),
+                        record.SWEEP_DEFINITION_ARTIFACT)
+    except Exception as error:
+        print(f"sweepbook: warning: {record.SWEEP_DEFINITION_ARTIFACT} was not logged on the "
+              f"sweep's parent run ({type(error).__name__}: {error}); run the same command "
+              f"again once the artifact store is writable", file=sys.stderr)
 
 
 def _children(client, experiment_id: str, parent_run_id: str):
@@ -54,7 +76,8 @@ def _kill_stale_children(client, children) -> None:
     """Runs a killed sweep left RUNNING: nothing will ever end them."""
     for child in children:
         if child.info.status == "RUNNING":
-            client.set_tag(child.info.run_id, record.ERROR_TAG, "the sweep running it was stopped")
+            client.set_tag(child.info.run_id, record.ERROR_TAG,
+                           "the sweep running it was stopped (its driver was killed)")
             client.set_terminated(child.info.run_id, "KILLED")
 
 
@@ -83,7 +106,7 @@ class SweepRecorder:
     def open(cls, jobs: List[Job], sweep_id: str, definition: Dict, metric: str):
         """Create the store, experiment and parent run (or reopen the parent of an earlier
         attempt, ending children it left RUNNING); returns the recorder and skipped jobs."""
-        client = MlflowClient(jobs[0].tracking_uri)
+        client = open_store(jobs[0].tracking_uri)
         experiment_id = ensure_experiment(client, jobs[0].expname, jobs[0].artifact_root)
         parent = find_parent(client, sweep_id)
         if parent is None:
@@ -94,6 +117,9 @@ class SweepRecorder:
             children = _children(client, experiment_id, parent_run_id)
             _kill_stale_children(client, children)
             client.update_run(parent_run_id, status="RUNNING")
+            logged = {a.path for a in client.list_artifacts(parent_run_id)}
+            if record.SWEEP_DEFINITION_ARTIFACT not in logged:
+                _log_definition(client, parent_run_id, definition)
         recorder = cls(client, experiment_id, parent_run_id, sweep_id, metric)
         return recorder, _skipped_results(jobs, children, metric)
 
@@ -114,7 +140,10 @@ class SweepRecorder:
         the run's status and reason are the job's."""
         run = self._run_of(job, outcome)
         run_id = run.info.run_id
-        if run.info.status == "RUNNING":
+        # A job the driver stopped (timeout, Ctrl-C) ended its run KILLED itself: the
+        # driver knows why, unless it finished first.
+        stopped = outcome.reason is not None and run.info.status != "FINISHED"
+        if run.info.status == "RUNNING" or stopped:
             reason = outcome.reason or "the job ended without ending its run"
             self.client.set_tag(run_id, record.ERROR_TAG, reason)
             self.client.set_terminated(run_id, "KILLED" if outcome.status == "KILLED"

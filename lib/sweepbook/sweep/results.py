@@ -25,8 +25,12 @@ class SweepResult:
     parent_run_id: str
     metric: str
     results: List[JobResult] = field(default_factory=list)
-    interrupted: bool = False  # Ctrl-C
+    stopped_by: Optional[int] = None  # the signal that stopped it: Ctrl-C, SIGTERM, SIGHUP
     aborted: Optional[str] = None  # why the sweep itself stopped (its executor broke)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stopped_by is not None
 
     def count(self, status: str) -> int:
         return sum(result.status == status for result in self.results)

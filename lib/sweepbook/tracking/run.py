@@ -30,7 +30,7 @@ from sweepbook.params import config_params, redact, redact_overrides, to_contain
 from sweepbook.tracking import record
 from sweepbook.tracking.metrics import MetricBuffer
 from sweepbook.tracking.location import artifact_root
-from sweepbook.tracking.store import ensure_experiment, using_tracking_uri
+from sweepbook.tracking.store import ensure_experiment, open_store, using_tracking_uri
 
 VERSIONED_PACKAGES = ("sweepbook", "torch", "mlflow", "hydra-core", "omegaconf")
 
@@ -172,7 +172,7 @@ class TrackedRun:
 
 def _open_run(cfg, made: Composition, parent_run_id: Optional[str], tags: Dict[str, str]):
     uri = cfg.tracking.uri
-    client = MlflowClient(uri)
+    client = open_store(uri)
     experiment_id = ensure_experiment(client, cfg.expname, artifact_root(uri, cfg))
     if cfg.tracking.system_metrics:
         mlflow.set_system_metrics_sampling_interval(cfg.tracking.system_metrics_interval)

@@ -11,7 +11,8 @@ from mlflow.tracking import MlflowClient
 
 from sweepbook.config import TRACKING_URI_ENV
 from sweepbook.env import patched_environ
-from sweepbook.tracking.location import artifact_root
+from sweepbook.tracking import locks
+from sweepbook.tracking.location import StoreError, artifact_root, deleted_hint
 from sweepbook.tracking.record import (LAUNCH_TAG, PARENT_ROLE, PARENT_TAG, ROLE_TAG, SWEEP_TAG,
                                        safe_name)
 
@@ -32,6 +33,13 @@ def using_tracking_uri(uri: str) -> Iterator[None]:
             mlflow.set_tracking_uri(previous)
 
 
+def open_store(uri: str) -> MlflowClient:
+    """A client on the store at `uri`, its schema made: the first use of a store is one
+    process at a time (locks.first_use), so parallel commands on a fresh store both work."""
+    with locks.first_use(uri):
+        return MlflowClient(uri)  # MLflow makes or migrates the schema here
+
+
 def ensure_experiment(client: MlflowClient, name: str, root: Optional[str]) -> str:
     """The experiment's id, creating it once with an explicit artifact location."""
     experiment = client.get_experiment_by_name(name)
@@ -44,18 +52,14 @@ def ensure_experiment(client: MlflowClient, name: str, root: Optional[str]) -> s
             if experiment is None:
                 raise error
     if experiment.lifecycle_stage == "deleted":
-        raise ValueError(
-            f"MLflow experiment {name!r} (id {experiment.experiment_id}) is deleted: restore it "
-            f"with `mlflow experiments restore --experiment-id {experiment.experiment_id}` "
-            f"or choose another expname"
-        )
+        raise StoreError(deleted_hint(name, experiment.experiment_id))
     return experiment.experiment_id
 
 
 def prepare_store(cfg) -> str:
     """Create the store and the experiment in this process, before any job touches them;
     the experiment's id."""
-    client = MlflowClient(cfg.tracking.uri)
+    client = open_store(cfg.tracking.uri)
     return ensure_experiment(client, cfg.expname, artifact_root(cfg.tracking.uri, cfg))
 
 

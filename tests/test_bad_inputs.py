@@ -1,0 +1,176 @@
+"""Every bad input a user can give is refused before anything is created: exit code 2, a
+message naming the value and what would be valid, no store, no run, no output folder.
+
+The table BAD_INPUTS is the inventory: len(BAD_INPUTS) bad inputs tried, all rejected before
+any run.
+"""
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from sweepbook.cli import main
+from sweepbook.tracking import record
+
+from conftest import ROOT
+
+TRAIN = str(ROOT / "notebooks" / "train.ipynb")
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+
+
+def corrupt_store(db: Path) -> None:
+    db.parent.mkdir(parents=True, exist_ok=True)
+    db.write_bytes(bytes(range(256)) * 8)
+
+
+def deleted_experiment(db: Path) -> None:
+    client = MlflowClient(f"sqlite:///{db}")
+    client.delete_experiment(client.create_experiment("debug"))
+
+
+def sweep_without_definition(db: Path) -> None:
+    """A sweep's parent run whose sweep.yaml is gone (deleted by hand, a lost artifact)."""
+    client = MlflowClient(f"sqlite:///{db}")
+    experiment = client.create_experiment("debug", artifact_location=(db.parent / "a").as_uri())
+    client.create_run(experiment, tags={record.SWEEP_TAG: "gone", record.ROLE_TAG:
+                                        record.PARENT_ROLE})
+
+
+def empty_store(db: Path) -> None:
+    MlflowClient(f"sqlite:///{db}").search_experiments()
+
+
+def not_json(folder: Path) -> str:
+    path = folder / "broken.ipynb"
+    path.write_text("this is not json")
+    return str(path)
+
+
+def broken_yaml(folder: Path) -> str:
+    path = folder / "grid.yaml"
+    path.write_text("params:\n  model: cnn,mlp\n   seed: [0\n")
+    return str(path)
+
+
+def listed_yaml(folder: Path) -> str:
+    path = folder / "grid.yaml"
+    path.write_text("- model=cnn\n")
+    return str(path)
+
+
+@dataclass
+class Bad:
+    argv: List[str]  # {nb} and {file} are filled in by `make_file`'s path
+    says: List[str]  # all in the message
+    store: Optional[Callable[[Path], None]] = None  # prepares the store the command meets
+    make_file: Optional[Callable[[Path], str]] = None
+    marks: tuple = ()
+
+
+BAD_INPUTS = {
+    "workers -1 (hung forever)": Bad(["sweep", TRAIN, "seed=0", "--workers", "-1"],
+                                     ["--workers", "'-1'", "whole number of 1 or more"]),
+    "workers 0": Bad(["sweep", TRAIN, "seed=0", "--workers", "0"], ["--workers", "'0'"]),
+    "timeout -5": Bad(["sweep", TRAIN, "seed=0", "--timeout", "-5"],
+                      ["--timeout", "'-5'", "seconds above 0"]),
+    "timeout 0": Bad(["sweep", TRAIN, "seed=0", "--timeout", "0"], ["--timeout", "'0'"]),
+    "max-jobs 0": Bad(["sweep", TRAIN, "seed=0", "--max-jobs", "0"], ["--max-jobs", "'0'"]),
+    "100,000 jobs": Bad(["sweep", TRAIN, "seed=range(0,100000)"],
+                        ["100,000 jobs", "limit of 10,000", "--max-jobs 100000"]),
+    "options between overrides, over the limit": Bad(
+        ["sweep", TRAIN, "--sweep-file", "lr_grid", "seed=0,1", "--max-jobs", "5"],
+        ["12 jobs", "limit of 5"]),
+    "sweep file not YAML": Bad(["sweep", TRAIN, "--sweep-file", "{file}"],
+                               ["grid.yaml is not valid YAML", "line 3"], make_file=broken_yaml),
+    "sweep file without params": Bad(["sweep", TRAIN, "--sweep-file", "{file}"],
+                                     ["grid.yaml needs a mapping `params:`"],
+                                     make_file=listed_yaml),
+    "run on a store that is not a database": Bad(
+        ["run", TRAIN], ["mlflow.db cannot be read as an SQLite database", "move it away"],
+        store=corrupt_store),
+    "sweep on a store that is not a database": Bad(
+        ["sweep", TRAIN, "seed=0,1"], ["mlflow.db cannot be read", "restore it"],
+        store=corrupt_store),
+    "runs on a store that is not a database": Bad(
+        ["runs", "--experiment", "debug"], ["mlflow.db cannot be read"], store=corrupt_store),
+    "run of a file that is not a notebook": Bad(
+        ["run", "{file}"], ["broken.ipynb is not a valid Jupyter notebook", "not appear to be "
+                            "JSON"], make_file=not_json),
+    "sweep of a file that is not a notebook": Bad(
+        ["sweep", "{file}", "seed=0,1"], ["broken.ipynb is not a valid Jupyter notebook"],
+        make_file=not_json),
+    "resume of an unknown sweep, no store": Bad(["sweep", "--resume", "nope"],
+                                                ["no sweep 'nope'", "no store at"]),
+    "resume of an unknown sweep": Bad(["sweep", "--resume", "nope"], ["no sweep 'nope' in"],
+                                      store=empty_store),
+    "resume of a sweep without its sweep.yaml": Bad(
+        ["sweep", "--resume", "gone"], ["sweep 'gone' cannot be resumed", "sweep.yaml",
+                                        "run the sweep again"], store=sweep_without_definition),
+    "run into a deleted experiment": Bad(
+        ["run", TRAIN], ["experiment 'debug'", "is deleted", "mlflow experiments restore"],
+        store=deleted_experiment),
+    "sweep into a deleted experiment": Bad(
+        ["sweep", TRAIN, "seed=0,1"], ["experiment 'debug'", "is deleted"],
+        store=deleted_experiment),
+    "fractions leaving no training data": Bad(
+        ["run", TRAIN, "data.val_fraction=0.6", "data.test_fraction=0.5"],
+        ["val_fraction=0.6 + test_fraction=0.5 = 1.1 must be below 1"]),
+    "fractions leaving no training data, swept": Bad(
+        ["sweep", TRAIN, "data.val_fraction=0.1,0.6", "data.test_fraction=0.5"],
+        ["1 of 2 jobs are invalid", "val_fraction=0.6 + test_fraction=0.5"]),
+    "cuda without a CUDA device": Bad(
+        ["run", TRAIN, "training.device=cuda"],
+        ["training.device='cuda'", "no CUDA device is visible", "training.device=auto"],
+        marks=(NO_CUDA,)),
+    "cuda:1 swept without a CUDA device": Bad(
+        ["sweep", TRAIN, "training.device=cpu,cuda:1"], ["training.device='cuda:1'"],
+        marks=(NO_CUDA,)),
+    "deleting a section sweepbook reads": Bad(
+        ["run", TRAIN, "~training"], ["~training", "cannot be deleted", "training.<key>=..."]),
+}
+
+
+def _runs(db: Path) -> int:
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as connection:
+        return connection.execute("SELECT count(*) FROM runs").fetchone()[0]
+
+
+def _exit_code(argv: List[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as stop:  # argparse refuses its own options
+        return stop.code
+
+
+@pytest.mark.parametrize("bad", [pytest.param(bad, id=name, marks=bad.marks)
+                                 for name, bad in BAD_INPUTS.items()])
+def test_bad_input_is_refused_before_anything_is_created(bad, tmp_path, monkeypatch, capsys):
+    db = tmp_path / "store" / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    monkeypatch.setenv("SWEEPBOOK_OVERRIDES", f"debug=default paths.output_dir={tmp_path / 'out'}")
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    if bad.store:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        bad.store(db)
+    before = db.read_bytes() if bad.store is corrupt_store else None
+    runs = 0 if bad.store in (None, corrupt_store) else _runs(db)
+    given = bad.make_file(tmp_path) if bad.make_file else ""
+    code = _exit_code([word.replace("{file}", given) for word in bad.argv])
+    message = capsys.readouterr().err
+    assert code == 2, message
+    for part in bad.says:
+        assert part in message, message
+    assert "Traceback" not in message
+    if bad.store is None:
+        assert not db.parent.exists()
+    elif before is not None:
+        assert db.read_bytes() == before
+    else:
+        assert _runs(db) == runs
+    assert not (tmp_path / "out").exists()
