@@ -13,6 +13,7 @@ from typing import List, Optional
 from sweepbook.config import (DEFAULT_CONFIG, TELEMETRY_ENV, TRACKING_URI_ENV, ConfigError,
                               compose)
 from sweepbook.executors.local import ENGINES
+from sweepbook.params import redact_overrides, redact_uri
 from sweepbook.sweep.plan import MAX_JOBS
 from sweepbook.tracking.location import StoreError, check_store, sqlite_file
 from sweepbook.tracking.record import COUNTED_STATUSES, DEFAULT_METRIC, NOT_STARTED, safe_name
@@ -46,7 +47,8 @@ def cmd_run(args) -> int:
     try:
         cfg = notebook.compose(args.overrides)
     except ConfigError as error:
-        return _fail(f"invalid overrides {args.overrides} for {args.notebook}:\n{error}")
+        return _fail(f"invalid overrides {redact_overrides(args.overrides)} for "
+                     f"{args.notebook}:\n{error}")
     try:
         check_store(cfg.tracking.uri, cfg.expname)
         execution = run_notebook(notebook.path, cfg, args.overrides, args.output,
@@ -80,41 +82,28 @@ def _print_sweep_summary(result, store: str = "") -> None:
     print(f"open it in the MLflow UI: {ui}")
 
 
-def _preflight(args) -> Optional[List[str]]:
-    """What is refused before a sweep starts anything: too many jobs (counted at once, since
-    validating them takes a while), a resumed sweep's store. The first job's overrides."""
-    from sweepbook.sweep import plan as planning
+def _check_resumable(sweep_id: str) -> None:
+    """A resumed sweep's store (the default one) must exist and be healthy: never create it."""
+    from sweepbook.sweep.plan import SweepDefinitionError
 
-    if args.resume:
-        uri = compose(check_targets=False).tracking.uri
-        database = sqlite_file(uri)
-        if database and not database.is_file():
-            raise planning.SweepDefinitionError(f"no sweep {args.resume!r} in {uri}: there is "
-                                                f"no store at {database}")
-        check_store(uri)
-        return None
-    combinations = planning.combinations(args.overrides, args.sweep_file)
-    planning.check_size(len(combinations), args.max_jobs)
-    print(f"sweep of {len(combinations):,} jobs: validating...", file=sys.stderr, flush=True)
-    return combinations[0]
+    uri = compose(check_targets=False).tracking.uri
+    database = sqlite_file(uri)
+    if database and not database.is_file():
+        raise SweepDefinitionError(f"no sweep {sweep_id!r} in {redact_uri(uri)}: there is no "
+                                   f"store at {database}")
+    check_store(uri)
 
 
-def _store_prefix(notebook: Optional[str], first: Optional[List[str]]) -> str:
+def _store_prefix(uri: Optional[str]) -> str:
     """`MLFLOW_TRACKING_URI=... ` where a sweep's store is not the one a plain `sweepbook runs`
     reads (tracking=server, tracking.uri=...), so that the next steps printed read it."""
-    from sweepbook.notebook import inspect
-    from sweepbook.params import REDACTED, SECRET_IN_URI
-
-    if first is None:
-        return ""  # a resumed sweep is in the default store
     try:
-        uri = inspect(notebook).compose(first, check_targets=False).tracking.uri
         default = compose(check_targets=False).tracking.uri
     except ConfigError:
         return ""
-    if uri == default:
+    if uri is None or uri == default:
         return ""
-    shown = SECRET_IN_URI.sub(rf"\1:{REDACTED}@", uri)  # put the password back in yourself
+    shown = redact_uri(uri)  # put the password back in yourself
     return f"{TRACKING_URI_ENV}={shlex.quote(shown)} "
 
 
@@ -125,17 +114,19 @@ def cmd_sweep(args) -> int:
     if not args.resume and not args.notebook:
         return _fail("give a notebook to sweep, or --resume SWEEP_ID")
     try:
-        first = _preflight(args)
+        if args.resume:
+            _check_resumable(args.resume)
         result = run_sweep(args.notebook, args.overrides, sweep_file=args.sweep_file,
                            workers=args.workers, engine=args.engine, timeout=args.timeout,
-                           resume=args.resume, metric=args.metric, quiet=args.quiet)
+                           resume=args.resume, metric=args.metric, max_jobs=args.max_jobs,
+                           quiet=args.quiet)
     except (SweepDefinitionError, ConfigError, StoreError) as error:
         return _fail(str(error))
     except SweepStopped as stopped:
         return _fail(f"{stopped} before any run was created", code=128 + stopped.signum)
     code = 128 + result.stopped_by if result.interrupted else (0 if result.ok else 1)
     try:
-        _print_sweep_summary(result, _store_prefix(args.notebook, first))
+        _print_sweep_summary(result, _store_prefix(result.tracking_uri))
     except BrokenPipeError:  # `| head`, or a pipe whose reader Ctrl-C stopped: the record
         pass  # is complete, and the exit code still tells how the sweep ended
     return code
@@ -185,7 +176,7 @@ def cmd_runs(args) -> int:
     table = summary_table(runs, args.metric, args.direction, extra_metrics=["test_loss"])
     _print_table(table)
     direction = direction_for(args.metric, args.direction)
-    print(f"{scope.title}: {len(runs)} runs in {scope.tracking_uri}, "
+    print(f"{scope.title}: {len(runs)} runs in {redact_uri(scope.tracking_uri)}, "
           f"best first by {args.metric} ({direction})")
     return 0
 

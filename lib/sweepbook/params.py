@@ -36,6 +36,11 @@ def redact_value(key: str, value: Any) -> Any:
     return value
 
 
+def redact_uri(uri: str) -> str:
+    """A URI fit to print: its password, if any, shown as ***."""
+    return SECRET_IN_URI.sub(rf"\1:{REDACTED}@", uri)
+
+
 def redact(tree: Any, key: str = "") -> Any:
     """A copy of a nested dict/list with every secret-looking value replaced."""
     if isinstance(tree, Mapping):

@@ -32,3 +32,22 @@ def test_unknown_metric_writes_nothing(swept, tmp_path):
     with pytest.raises(ComparisonError, match="no run logged the metric 'acc'"):
         write_report(scope, "acc", None, tmp_path / "report.html")
     assert not (tmp_path / "report.html").exists()
+
+
+def test_a_param_only_some_runs_have_is_compared_as_text(swept, tmp_path):
+    """`+note=hello` on one run: text next to missing values (NaN, a float) must not break the
+    ranking, the plots or the report."""
+    from mlflow.tracking import MlflowClient
+
+    from runs_factory import make_run
+    from sweepbook.compare import load_runs, summary_table
+
+    client = MlflowClient(swept.uri)
+    experiment = client.get_experiment_by_name(swept.experiment)
+    make_run(client, experiment.experiment_id, "noted", params={"note": "hello", "seed": "7"},
+             metrics={"test_acc": [0.1]})
+    scope = resolve_scope(swept.uri, experiment=swept.experiment)
+    table = summary_table(load_runs(scope), "test_acc", None)
+    assert list(table["note"].fillna("-")) == ["-"] * 4 + ["hello"]
+    text = write_report(scope, "test_acc", None, tmp_path / "report.html").read_text()
+    assert "hello" in text and text.count("<tr>") == 1 + 5

@@ -39,6 +39,23 @@ def test_a_kernel_that_fails_to_start_is_retried_once():
     assert reason.startswith("kernel failure: RuntimeError('Kernel died")
 
 
+def test_a_kernel_that_dies_mid_run_is_not_run_twice():
+    """Its notebook may have opened a run already: a retry would record a duplicate."""
+    from nbclient.exceptions import DeadKernelError
+
+    dying = Flaky(failures=0, then=DeadKernelError("Kernel died"))
+    assert execute_with_retry(spec(), False, dying) == (EXIT_KERNEL_FAILED,
+                                                        "the kernel died: Kernel died")
+    assert dying.calls == 1
+
+
+def test_a_notebook_papermill_cannot_write_fails_with_the_reason():
+    unwritable = Flaky(failures=0, then=PermissionError(13, "Permission denied"))
+    code, reason = execute_with_retry(spec(), False, unwritable)
+    assert code == EXIT_NOTEBOOK_FAILED and unwritable.calls == 1
+    assert reason == "PermissionError: [Errno 13] Permission denied"
+
+
 def test_a_failing_notebook_is_not_retried_and_says_why():
     error = PapermillExecutionError(1, 1, "cell", "ValueError", "bad lr", [])
     failing = Flaky(failures=0, then=error)
@@ -84,3 +101,26 @@ def test_a_notebook_that_opened_no_run_gets_a_failed_placeholder(job, client):
     assert run.data.tags["sweepbook.error"] == NO_RUN_REASON
     assert run.data.tags["mlflow.parentRunId"] == parent
     assert "o.ipynb" in [a.path for a in client.list_artifacts(run.info.run_id)]
+
+
+def test_a_run_whose_files_cannot_be_logged_is_failed_not_finished(job, client, tmp_path):
+    """Its record would lack the notebook: FAILED with the reason, so resuming reruns it."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the artifact folder should be")
+    experiment_id = client.create_experiment("blocked", (blocker / "artifacts").as_uri())
+    run_id = client.create_run(experiment_id, tags={LAUNCH_TAG: "launch-1"}).info.run_id
+    client.set_terminated(run_id, "FINISHED")
+    returned, reason = record_own_run(job, None)
+    assert returned == run_id and reason.startswith("its record is incomplete: o.ipynb was not "
+                                                    "logged: ")
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED" and run.data.tags["sweepbook.error"] == reason
+
+
+def test_a_stopped_job_ends_its_run_killed_with_the_reason(job, client):
+    run_id = client.create_run(job.experiment_id, tags={LAUNCH_TAG: "launch-1"}).info.run_id
+    record_own_run(job, "stopped by its sweep", "KILLED")
+    run = client.get_run(run_id)
+    assert (run.info.status, run.data.tags["sweepbook.error"]) == ("KILLED",
+                                                                  "stopped by its sweep")
+    assert "o.ipynb" in [a.path for a in client.list_artifacts(run_id)]

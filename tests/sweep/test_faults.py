@@ -24,11 +24,11 @@ FAULT_CODE = """
     import os, pathlib, sys, time
     if os.environ.get("FAULT_PIDS"):
         pathlib.Path(os.environ["FAULT_PIDS"], f"{cfg.seed}.pid").write_text(str(os.getpid()))
-    if os.environ.get("FAULT_EXIT") == "inside":
+    if f"inside:{cfg.seed}" in os.environ.get("FAULT_EXIT", ""):
         sys.exit(0)
     time.sleep(float(os.environ.get("FAULT_SLEEP", "0")))"""
 EXIT_BEFORE_RUN = """import os, sys
-if os.environ.get("FAULT_EXIT") == "before":
+if f"before:{cfg.seed}" in os.environ.get("FAULT_EXIT", ""):
     sys.exit(0)"""
 
 
@@ -186,9 +186,11 @@ def test_kill_9_of_a_job_fails_its_run_and_the_sweep_goes_on(faulty, env, tmp_pa
     assert_the_record_is_whole(env)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
-def test_sigterm_and_sighup_stop_a_sweep_as_ctrl_c_does(faulty, env, signum):
-    driver = start(faulty, "seed=1,2,3", env=env, FAULT_SLEEP="120")
+@pytest.mark.parametrize("signum, engine", [(signal.SIGTERM, "fork"), (signal.SIGHUP, "kernel")],
+                         ids=["SIGTERM-fork", "SIGHUP-kernel"])
+def test_sigterm_and_sighup_stop_a_sweep_as_ctrl_c_does(faulty, env, signum, engine):
+    driver = start(faulty, "seed=1,2,3", env=env, options=("--quiet", "--engine", engine),
+                   FAULT_SLEEP="120")
     wait_until(lambda: running_children(env, 2), what="two running jobs")
     driver.send_signal(signum)
     out, err = driver.communicate(timeout=120)
@@ -233,6 +235,11 @@ def test_one_driver_per_sweep_and_parallel_sweeps_on_a_fresh_store(faulty, env):
     assert other.returncode == 0 and "1 finished" in out, err
     assert len(children(env)) == 3 and len(parents(env)) == 2
     assert_the_record_is_whole(env)
+    for run in children(env):  # a successful job's log holds its output, logged on its run
+        assert_files_logged(env, run)
+        log = MlflowClient(env["MLFLOW_TRACKING_URI"]).download_artifacts(run.info.run_id,
+                                                                          "logs")
+        assert "test accuracy:" in next(Path(log).glob("*.log")).read_text()
 
 
 def test_an_artifact_folder_that_cannot_be_written(faulty, env, tmp_path):
@@ -258,28 +265,18 @@ def test_an_artifact_folder_that_cannot_be_written(faulty, env, tmp_path):
     assert_the_record_is_whole(env)
 
 
-@pytest.mark.parametrize("where", ["before", "inside"])
 @pytest.mark.parametrize("engine", ["fork", "kernel"])
-def test_sys_exit_in_the_notebook_fails_the_job(faulty, env, where, engine):
-    done = subprocess.run([SWEEPBOOK, "sweep", faulty, "seed=1", "--engine", engine, "--quiet"],
-                          env={**env, "FAULT_EXIT": where}, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 1 and "1 failed" in done.stdout, done.stderr
-    [run] = children(env)
-    assert run.info.status == "FAILED"
-    assert run.data.tags["sweepbook.error"] == (
-        "SystemExit: 0" if where == "inside" else "the notebook ended without opening an "
-                                                   "MLflow run")
-    assert parents(env)[0].info.status == "FAILED"
+def test_sys_exit_in_the_notebook_fails_the_job(faulty, env, engine):
+    """sys.exit(0) before the run opens (seed 1) and inside it (seed 2)."""
+    done = subprocess.run([SWEEPBOOK, "sweep", faulty, "seed=1,2", "--engine", engine,
+                           "--quiet"], env={**env, "FAULT_EXIT": "before:1 inside:2"},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "2 failed" in done.stdout, done.stderr
+    by_seed = {r.data.tags["sweepbook.job_index"]: r for r in children(env)}
+    assert {i: r.info.status for i, r in by_seed.items()} == {"0": "FAILED", "1": "FAILED"}
+    assert by_seed["0"].data.tags["sweepbook.error"] == ("the notebook ended without opening "
+                                                         "an MLflow run")
+    assert by_seed["1"].data.tags["sweepbook.error"] == "SystemExit: 0"
+    [parent] = parents(env)
+    assert (parent.info.status, parent.data.metrics["jobs_failed"]) == ("FAILED", 2)
     assert_the_record_is_whole(env)
-
-
-def test_a_successful_jobs_log_holds_its_output(faulty, env, tmp_path):
-    done = sweep(faulty, "seed=1", env=env)
-    assert done.returncode == 0, done.stderr
-    [log] = (tmp_path / "out" / "sweeps").glob("*/*.log")
-    assert "test accuracy:" in log.read_text()
-    [run] = children(env)
-    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    assert [a.path for a in client.list_artifacts(run.info.run_id, "logs")] == [
-        f"logs/{log.name}"]

@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from sweepbook.env import patched_environ
+from sweepbook.params import redact_uri
 from sweepbook.tracking.readers import reader_for
 from sweepbook.tracking.record import (CONFIG_ARTIFACT, ERROR_TAG, MODEL_ARTIFACT, PARENT_ROLE,
                                        ROLE_TAG, SWEEP_TAG)
@@ -39,7 +40,7 @@ def _experiment_ids(client: MlflowClient, name: str) -> List[str]:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         names = ", ".join(sorted(e.name for e in client.search_experiments())) or "none"
-        raise ComparisonError(f"no experiment {name!r} in {client.tracking_uri} "
+        raise ComparisonError(f"no experiment {name!r} in {redact_uri(client.tracking_uri)} "
                               f"(experiments there: {names})")
     return [experiment.experiment_id]
 
@@ -65,10 +66,10 @@ def resolve_scope(tracking_uri: str, experiment: Optional[str] = None,
     parent = _sweep_parent(client, sweep_id, experiment)
     if parent is None and sweep_id == LATEST:
         where = f"experiment {experiment!r} in " if experiment else ""
-        raise ComparisonError(f"no sweep in {where}{tracking_uri} yet: run one (make demo), "
+        raise ComparisonError(f"no sweep in {where}{redact_uri(tracking_uri)} yet: run one (make demo), "
                               "or compare the experiment's runs without a sweep id")
     if parent is None:
-        raise ComparisonError(f"no sweep {sweep_id!r} in {tracking_uri}; a sweep's id is "
+        raise ComparisonError(f"no sweep {sweep_id!r} in {redact_uri(tracking_uri)}; a sweep's id is "
                               "printed when it ends, and tagged sweepbook.sweep_id on its runs")
     found = parent.data.tags[SWEEP_TAG]
     return Scope(tracking_uri, [parent.info.experiment_id], f"sweep {found}",
@@ -100,7 +101,7 @@ def load_runs(scope: Scope) -> pd.DataFrame:
 
 def _not_empty(runs: pd.DataFrame, scope: Scope) -> pd.DataFrame:
     if runs.empty:
-        raise ComparisonError(f"no runs to compare in {scope.title} ({scope.tracking_uri})")
+        raise ComparisonError(f"no runs to compare in {scope.title} ({redact_uri(scope.tracking_uri)})")
     return runs
 
 

@@ -3,7 +3,8 @@
 The job process runs this from start to end. After the notebook, the job finds the run its
 notebook opened (by the launch id in its tags) and logs its executed notebook and its log on
 it; a notebook that failed gets its reason tagged and its run ended FAILED, and one that never
-opened a run gets a FAILED placeholder run. The driver is not needed for any of it.
+opened a run gets a FAILED placeholder run. A job stopped by a signal (its driver stopping it,
+or its driver dying) ends its run KILLED the same way. The driver is not needed for any of it.
 """
 import ctypes
 import functools
@@ -162,7 +163,6 @@ def _die_with_parent() -> None:
     engine's template, which exits with the driver), so that no job outlives its sweep; and
     stop now if the driver is already gone."""
     import multiprocessing
-
     from multiprocessing import forkserver
 
     # A forked job inherits the fork server's keep-alive pipe, which would keep the template
@@ -185,12 +185,12 @@ def run_job(spec: JobSpec, in_process: bool, reports=None) -> None:
     goes back through `reports` (a pipe's sending end) once the record is finished."""
     os.setpgid(0, 0)
     stop = _StopSignals()
-    _die_with_parent()
     os.environ.clear()
     os.environ.update(spec.env)
     _redirect_output(spec.log)
     sys.path.insert(0, os.path.dirname(spec.notebook))  # as a kernel started there has it
     try:
+        _die_with_parent()
         import torch
 
         torch.set_num_threads(spec.threads)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from sweepbook.env import patched_environ
+from sweepbook.params import redact_overrides
 from sweepbook.executors.base import Executor, JobSpec, Outcome
 from sweepbook.executors.job import EXIT_OK, run_job
 
@@ -126,7 +127,8 @@ class LocalExecutor(Executor):
         from multiprocessing import forkserver
 
         self._handoff = StoreHandoff()
-        warm_up = {"notebook": notebook, "config_name": config_name, "overrides": overrides}
+        warm_up = {"notebook": notebook, "config_name": config_name,  # no secrets needed:
+                    "overrides": redact_overrides(overrides)}  # a warm-up tolerates ***
         with patched_environ({STORE_LOCK_ENV: self._handoff.path, POOL_ENV: NULL_POOL,
                               WARMUP_CONFIG_ENV: json.dumps(warm_up)}):
             forkserver.ensure_running()

@@ -226,10 +226,11 @@ def _store_uri() -> str:
     return compose(check_targets=False).tracking.uri
 
 
-def _definition(notebook, overrides, sweep_file, resume) -> Tuple[notebooks.Notebook, List[str],
-                                                                  List[List[str]]]:
+def _definition(notebook, overrides, sweep_file, resume,
+                max_jobs) -> Tuple[notebooks.Notebook, List[str], List[List[str]]]:
     """The notebook, the sweep's overrides and every job's overrides, not validated yet (from
-    the store's record on resume)."""
+    the store's record on resume). Their count is shown at once (validating takes a while),
+    and more than `max_jobs` are refused."""
     if not (notebook or resume):
         raise SweepDefinitionError("give a notebook to sweep, or resume=SWEEP_ID")
     if resume:
@@ -238,22 +239,26 @@ def _definition(notebook, overrides, sweep_file, resume) -> Tuple[notebooks.Note
         definition = resume_definition(_store_uri(), resume)
         return (notebooks.inspect(definition["notebook"]), definition["overrides"],
                 [job["overrides"] for job in definition["jobs"]])
-    return (notebooks.inspect(notebook), list(overrides),
-            planning.combinations(overrides, sweep_file))
+    found = notebooks.inspect(notebook)
+    combinations = planning.combinations(overrides, sweep_file)
+    planning.check_size(len(combinations), max_jobs)
+    print(f"sweep of {len(combinations):,} jobs: validating...", file=sys.stderr, flush=True)
+    return found, list(overrides), combinations
 
 
 def run_sweep(notebook: Optional[str], overrides: Sequence[str] = (), *,
               sweep_file: Optional[str] = None, workers: Optional[int] = None,
               engine: str = "fork", timeout: Optional[float] = None,
               resume: Optional[str] = None, metric: str = DEFAULT_METRIC,
-              quiet: bool = False) -> SweepResult:
+              max_jobs: int = planning.MAX_JOBS, quiet: bool = False) -> SweepResult:
     """Run every combination of `overrides` as a child run; see the module docstring."""
     if workers is not None and workers < 1:
         raise SweepDefinitionError(f"workers={workers}: give 1 or more")
     if timeout is not None and timeout <= 0:
         raise SweepDefinitionError(f"timeout={timeout}: give a number of seconds above 0")
     workers = workers or default_workers()
-    found, overrides, combinations = _definition(notebook, overrides, sweep_file, resume)
+    found, overrides, combinations = _definition(notebook, overrides, sweep_file, resume,
+                                                 max_jobs)
     with _StopSignals() as stop, get_executor("local", workers=workers, timeout=timeout,
                                              engine=engine) as executor:
         # the executor warms up while this process validates every job and creates the store
@@ -270,7 +275,8 @@ def run_sweep(notebook: Optional[str], overrides: Sequence[str] = (), *,
                  "overrides": overrides, **planning.describe(jobs)}, output_dir)
             recorder, skipped = SweepRecorder.open(jobs, sweep_id, definition, metric)
             executor.store_ready(jobs[0].tracking_uri)
-            result = SweepResult(sweep_id, recorder.parent_run_id, metric, skipped)
+            result = SweepResult(sweep_id, recorder.parent_run_id, metric, skipped,
+                                 tracking_uri=jobs[0].tracking_uri)
             try:
                 output_dir.mkdir(parents=True, exist_ok=True)
                 launch = _Launch(str(found.path), output_dir,

@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from sweepbook.config import (SECRETS_ENV, ConfigError, compose_yaml, composition, config_dir,
                               finish, importable_from, load_resolvers, overrides_from_env)
 from sweepbook.notebook import Notebook
+from sweepbook.params import redact_overrides
 from sweepbook.tracking.location import StoreError, artifact_root, check_store
 from sweepbook.targets import target_problems
 from sweepbook.tracking.record import config_hash, run_name
@@ -98,7 +99,7 @@ def expand(overrides: Sequence[str]) -> List[List[str]]:
         parsed = _parser().parse_overrides(list(overrides))
         return BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
     except HydraException as error:
-        message = f"cannot expand the sweep {list(overrides)}:\n{error}"
+        message = f"cannot expand the sweep {redact_overrides(list(overrides))}:\n{error}"
         raise SweepDefinitionError(message) from error
 
 
@@ -200,7 +201,7 @@ def validate(combinations: List[List[str]], notebook: Notebook) -> List[Job]:
             try:
                 jobs.append(_job(index, overrides, composer))
             except ConfigError as error:
-                problems.append(f"job {index} ({' '.join(overrides)}):\n  " +
+                problems.append(f"job {index} ({' '.join(redact_overrides(overrides))}):\n  " +
                                 str(error).replace("\n", "\n  "))
     if problems:
         raise SweepDefinitionError(

@@ -27,6 +27,7 @@ class SweepResult:
     results: List[JobResult] = field(default_factory=list)
     stopped_by: Optional[int] = None  # the signal that stopped it: Ctrl-C, SIGTERM, SIGHUP
     aborted: Optional[str] = None  # why the sweep itself stopped (its executor broke)
+    tracking_uri: Optional[str] = None  # the store holding its runs
 
     @property
     def interrupted(self) -> bool:
