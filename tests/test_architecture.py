@@ -170,7 +170,7 @@ LAYERS = [  # (these modules, never import these, not even through another modul
      layer("sweepbook.executors", "sweepbook.sweep", "sweepbook.compare", "sweepbook.cli")),
     (layer("sweepbook.executors"), layer("sweepbook.sweep", "sweepbook.compare", "sweepbook.cli")),
     (layer("sweepbook.config", "sweepbook.schema", "sweepbook.params", "sweepbook.targets",
-           "sweepbook.notebook", "sweepbook.env"),
+           "sweepbook.notebook", "sweepbook.env", "sweepbook.redaction"),
      layer("sweepbook.tracking", "sweepbook.executors", "sweepbook.sweep", "sweepbook.compare")),
 ]
 

@@ -62,6 +62,13 @@ def listed_yaml(folder: Path) -> str:
     return str(path)
 
 
+def a_file_as_output_folder(folder: Path) -> str:
+    """paths.output_dir (`out`, see the test) is a file: no folder can be made in it."""
+    path = folder / "out"
+    path.write_text("a file where a folder should be")
+    return str(path)
+
+
 @dataclass
 class Bad:
     argv: List[str]  # {nb} and {file} are filled in by `make_file`'s path
@@ -129,6 +136,15 @@ BAD_INPUTS = {
     "cuda:1 swept without a CUDA device": Bad(
         ["sweep", TRAIN, "training.device=cpu,cuda:1"], ["training.device='cuda:1'"],
         marks=(NO_CUDA,)),
+    "resume with a notebook and overrides": Bad(
+        ["sweep", "--resume", "abc", TRAIN, "seed=1"],
+        ["--resume abc takes no notebook, overrides or --sweep-file", "MLFLOW_TRACKING_URI"]),
+    "a secret swept over several values": Bad(
+        ["sweep", TRAIN, "+db.password=first,second"],
+        ["+db.password", "different secret values"]),
+    "an output folder that cannot be made": Bad(
+        ["sweep", TRAIN, "seed=1"], ["paths.output_dir=", "cannot make", "Not a directory"],
+        make_file=a_file_as_output_folder),
     "deleting a section sweepbook reads": Bad(
         ["run", TRAIN, "~training"], ["~training", "cannot be deleted", "training.<key>=..."]),
 }
@@ -173,4 +189,4 @@ def test_bad_input_is_refused_before_anything_is_created(bad, tmp_path, monkeypa
         assert db.read_bytes() == before
     else:
         assert _runs(db) == runs
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").is_dir()

@@ -116,6 +116,24 @@ def test_comparisons_read_the_store_and_experiment_of_the_named_config(store, ca
     assert "no primary config 'nope'" in capsys.readouterr().err
 
 
+def test_ui_prints_its_store_without_the_password(monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://ml:hunter2@127.0.0.1:9")
+    served = []
+    monkeypatch.setattr("sweepbook.cli._serve", lambda command: served.append(command) or 0)
+    assert main(["ui"]) == 0
+    assert capsys.readouterr().out.startswith("MLflow UI for http://ml:***@127.0.0.1:9 at ")
+    assert "http://ml:hunter2@127.0.0.1:9" in served[0]  # the server itself gets the password
+
+
+def test_main_puts_the_callers_environment_back(unborn_store, monkeypatch, capsys):
+    """main() runs in-process too (tests, notebooks): its MLflow defaults must not stay."""
+    monkeypatch.delenv("MLFLOW_LOGGING_LEVEL", raising=False)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "false")
+    assert main(["run", TRAIN, "training.epochs=abc"]) == 2
+    assert "MLFLOW_LOGGING_LEVEL" not in os.environ
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "false"
+
+
 @pytest.mark.slow
 def test_sigterm_to_ui_stops_its_mlflow_server(store):
     """A service manager or `kill` stops `sweepbook ui` alone: its server must not go on
@@ -187,7 +205,6 @@ def test_run_prints_no_kernel_transport_warning_nor_mlflow_info(unborn_store, tm
     logs MLflow's INFO lines about creating its tables. Neither belongs in the output."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{unborn_store}",
            "SWEEPBOOK_OVERRIDES": f"debug=default paths.output_dir={tmp_path / 'outputs'}"}
-    env.pop("MLFLOW_LOGGING_LEVEL", None)
     done = subprocess.run([SWEEPBOOK, "run", TRAIN, "--quiet"], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr

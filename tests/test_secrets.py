@@ -7,6 +7,8 @@ import pytest
 from sweepbook import secrets
 from sweepbook.config import SECRETS_ENV, ConfigError, compose, composition
 from sweepbook.params import REDACTED, config_params, redact_override, redacted_yaml
+from sweepbook.redaction import hide_secrets_in
+from sweepbook.sweep.plan import SweepDefinitionError, expand
 from sweepbook.tracking.record import config_hash
 
 REAL = ["+db.password=hunter2xyz", "+db.url=postgresql://u:pw123@host/db",
@@ -99,20 +101,40 @@ def test_a_sweep_definition_is_recorded_redacted_and_restored_for_resume(tmp_pat
                   "overrides": [*REAL, "seed=0,1"],
                   "jobs": [{"index": i, "overrides": [*REAL, f"seed={i}"], "config_hash": "h"}
                            for i in (0, 1)]}
-    recorded, path = secrets.hide_in_definition(definition, tmp_path / "sweep")
-    assert path == tmp_path / "sweep" / "secrets.json" and mode(path) == 0o600
+    recorded, path = secrets.hide_in_definition(definition, f"sqlite:///{tmp_path}/mlflow.db",
+                                                "1a2b")
+    assert path == tmp_path / "mlflow.db.sweepbook" / "secrets" / "sweep-1a2b.json"
+    assert mode(path) == 0o600 and mode(path.parent) == 0o700
     assert recorded["overrides"] == [*SHOWN, "seed=0,1"]
     assert recorded["jobs"][1]["overrides"] == [*SHOWN, "seed=1"]
     assert not any(secret in str(recorded) for secret in PLANTED)
     assert secrets.restore_definition(recorded)["jobs"] == definition["jobs"]
-    path.unlink()
+    secrets.forget(path)  # the sweep ended with every job finished
+    assert not path.exists()
     with pytest.raises(ConfigError, match="run the sweep again"):
         secrets.restore_definition(recorded)
 
 
+def test_a_symlink_planted_where_the_secrets_go_is_not_followed(tmp_path):
+    elsewhere = tmp_path / "elsewhere.json"
+    (tmp_path / "secrets.json").symlink_to(elsewhere)
+    with pytest.raises(OSError):
+        secrets.write(tmp_path / "secrets.json", {"+db.password=***": "+db.password=hunter2"})
+    assert not elsewhere.exists()
+
+
+def test_a_sweep_on_a_server_keeps_its_secrets_in_the_users_state_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    definition = {"overrides": [REAL[0]], "jobs": [{"overrides": [REAL[0]]}]}
+    _, path = secrets.hide_in_definition(definition, "http://ml:pw@server:5000", "1a2b")
+    assert path == tmp_path / "state" / "sweepbook" / "secrets" / "sweep-1a2b.json"
+    assert mode(path) == 0o600 and mode(path.parent) == 0o700
+
+
 def test_a_definition_without_secrets_is_recorded_as_it_was(tmp_path):
     definition = {"overrides": ["seed=0,1"], "jobs": [{"overrides": ["seed=0"]}]}
-    assert secrets.hide_in_definition(definition, tmp_path) == (definition, None)
+    assert secrets.hide_in_definition(definition, f"sqlite:///{tmp_path}/mlflow.db",
+                                      "1a2b") == (definition, None)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -120,3 +142,40 @@ def test_the_printed_config_hides_secrets():
     text = redacted_yaml(compose(REAL))
     assert "password: '***'" in text and "postgresql://u:***@host/db" in text
     assert not any(secret in text for secret in PLANTED)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["db.password=hunter2"],  # Hydra: "To append to your config use +db.password=hunter2"
+    ["+db.password=[hunter2"],  # a parse error quoting the override
+    ["+db.password='hunter2"],  # the lexer's error, with a caret under it
+    ["db={password:hunter2}"],
+    ["+db={password:hunter2,x:[1"],  # a dict Hydra cannot parse
+    ["seed=postgresql://u:hunter2@h/db"],  # the value quoted by the type check
+])
+def test_config_errors_do_not_show_secret_values(overrides):
+    with pytest.raises(ConfigError) as raised:
+        compose(overrides, check_targets=False)
+    assert "hunter2" not in str(raised.value) and REDACTED in str(raised.value)
+
+
+def test_config_errors_do_not_show_the_secrets_a_job_received(tmp_path, monkeypatch):
+    path = secrets.write(tmp_path / "secrets.json", {"db.password=***": "db.password=hunter2"})
+    monkeypatch.setenv(SECRETS_ENV, str(path))
+    with pytest.raises(ConfigError, match=r"use \+db\.password=\*\*\*") as raised:
+        compose(["db.password=***"], check_targets=False)
+    assert "hunter2" not in str(raised.value)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["+db.password=[hunter2"], ["+db.password='hunter2", "seed=0,1"],
+    ["+db={password:hunter2,x:[1"],
+])
+def test_a_sweep_that_cannot_be_expanded_does_not_show_its_secrets(overrides):
+    with pytest.raises(SweepDefinitionError) as raised:
+        expand(overrides)
+    assert "hunter2" not in str(raised.value) and "cannot expand the sweep" in str(raised.value)
+
+
+def test_hide_secrets_in_leaves_text_without_secrets_as_it_was():
+    text = "Could not override 'seed'. To append to your config use +seed=abc"
+    assert hide_secrets_in(text, ["seed=abc", "model=mlp", "+db.password=***"]) == text

@@ -8,10 +8,11 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from sweepbook.config import (DEFAULT_CONFIG, TELEMETRY_ENV, TRACKING_URI_ENV, ConfigError,
                               compose)
+from sweepbook.env import patched_environ
 from sweepbook.executors.local import ENGINES
 from sweepbook.params import redact_overrides, redact_uri
 from sweepbook.sweep.plan import MAX_JOBS
@@ -56,6 +57,8 @@ def cmd_run(args) -> int:
     except StoreError as error:  # a server's deleted experiment shows only when opened
         return _fail(str(error))
     _print_run_summary(execution)
+    if execution.stopped_by is not None:
+        return _fail(execution.error, code=128 + execution.stopped_by)
     if execution.error is not None:
         return _fail(f"the notebook failed:\n{execution.error}", code=1)
     return 0
@@ -108,11 +111,16 @@ def _store_prefix(uri: Optional[str]) -> str:
 
 
 def cmd_sweep(args) -> int:
-    from sweepbook.sweep.driver import SweepStopped, run_sweep
+    from sweepbook.sweep.driver import SweepRecordError, SweepStopped, run_sweep
     from sweepbook.sweep.plan import SweepDefinitionError
 
     if not args.resume and not args.notebook:
         return _fail("give a notebook to sweep, or --resume SWEEP_ID")
+    if args.resume and (args.notebook or args.overrides or args.sweep_file):
+        given = " ".join([args.notebook or "", *args.overrides, args.sweep_file or ""]).strip()
+        return _fail(f"--resume {args.resume} takes no notebook, overrides or --sweep-file "
+                     f"(given: {redact_overrides(given.split())}): the sweep's record holds "
+                     f"them; to resume a sweep of another store, set MLFLOW_TRACKING_URI")
     try:
         if args.resume:
             _check_resumable(args.resume)
@@ -124,6 +132,8 @@ def cmd_sweep(args) -> int:
         return _fail(str(error))
     except SweepStopped as stopped:
         return _fail(f"{stopped} before any run was created", code=128 + stopped.signum)
+    except SweepRecordError as error:
+        return _fail(str(error), code=1)
     code = 128 + result.stopped_by if result.interrupted else (0 if result.ok else 1)
     try:
         _print_sweep_summary(result, _store_prefix(result.tracking_uri))
@@ -209,7 +219,7 @@ def cmd_best(args) -> int:
         promotion = _promote(scope, best, args)
         print(f"registered {promotion.name} version {promotion.version}, alias "
               f"{promotion.alias!r} points at it")
-        print(f"load it with: mlflow.set_tracking_uri({scope.tracking_uri!r}); "
+        print(f"load it with: mlflow.set_tracking_uri({redact_uri(scope.tracking_uri)!r}); "
               f"mlflow.pytorch.load_model({promotion.uri!r})")
     return 0
 
@@ -256,7 +266,7 @@ def cmd_ui(args) -> int:
     except (ConfigError, StoreError) as error:
         return _fail(str(error))
     url = f"http://{args.host}:{args.port}"
-    print(f"MLflow UI for {cfg.tracking.uri} at {url} (Ctrl-C stops it)")
+    print(f"MLflow UI for {redact_uri(cfg.tracking.uri)} at {url} (Ctrl-C stops it)")
     experiment_id = _existing_experiment_id(cfg.tracking.uri, cfg.expname)
     if experiment_id:
         print(f"runs of experiment {cfg.expname}: {url}/{runs_page(experiment_id)}")
@@ -405,11 +415,17 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
+def _quiet_mlflow() -> Dict[str, Optional[str]]:
+    """MLflow offline and without INFO lines (store migrations), in this process and the kernels
+    it starts, unless the caller chose otherwise."""
+    defaults = {TELEMETRY_ENV: "true", MLFLOW_LOG_LEVEL_ENV: "WARNING"}
+    return {name: os.environ.get(name, value) for name, value in defaults.items()}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    os.environ.setdefault(TELEMETRY_ENV, "true")  # this process and the kernels it starts
-    os.environ.setdefault(MLFLOW_LOG_LEVEL_ENV, "WARNING")  # e.g. no INFO on store migrations
-    args = parse_args(argv)
-    code = args.func(args)
+    with patched_environ(_quiet_mlflow()):  # put back after: main() also runs in-process
+        args = parse_args(argv)
+        code = args.func(args)
     try:
         sys.stdout.flush()
     except BrokenPipeError:  # its reader is gone: say nothing more, keep the exit code

@@ -28,6 +28,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from sweepbook.redaction import hide_secrets_in
 from sweepbook.schema import RunSettings, deletion_problems, settings_problems
 
 ROOT_ENV = "SWEEPBOOK_ROOT"  # project root for installed use (holds conf/ and notebooks/)
@@ -176,17 +177,19 @@ def _check_overrides(overrides: List[str]) -> None:
 
 
 def _explain(error: Exception, overrides: List[str]) -> str:
-    """Hydra hides the readable reason (key and expected type) in the exception chain."""
+    """Hydra hides the readable reason (key and expected type) in the exception chain. Its
+    messages quote overrides and values: their secrets are hidden (the message is printed)."""
+    real = _with_secrets(overrides)
     parts = [str(error).strip()]
     if isinstance(error, OverrideParseException):
-        parts.insert(0, f"cannot parse override {error.override!r}:")
+        parts.insert(0, f"cannot parse override {hide_secrets_in(error.override, real)!r}:")
     elif not isinstance(error, (HydraException, OmegaConfBaseException)):
-        parts.insert(0, f"invalid overrides {overrides}:")
+        parts.insert(0, f"invalid overrides {[hide_secrets_in(o, real) for o in overrides]}:")
     cause = error.__cause__
     while cause is not None:
         parts.append(str(cause).strip())
         cause = cause.__cause__
-    return "\n".join(p for p in parts if p)
+    return hide_secrets_in("\n".join(p for p in parts if p), real)
 
 
 @contextlib.contextmanager

@@ -1,44 +1,21 @@
 """Turn a config into MLflow params: dotted keys, string values, secrets redacted."""
-import re
-from functools import lru_cache
 from typing import Any, Dict, List, Mapping
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep, QuotedString, Transformer, ValueType
+from hydra.core.override_parser.types import ChoiceSweep, QuotedString, Transformer
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from sweepbook.config import composition
+from sweepbook.redaction import REDACTED, TEXT_VALUES, is_secret_key, parser, redact_uri
 
-REDACTED = "***"
-# Words that name a secret anywhere in a key, and short ones that must stand alone between
-# separators (so `db_pass` and `auth_token` are secrets, `num_passes`, `max_tokens`, `author`
-# and `tokenizer` are not).
-SECRET_KEY = re.compile(r"password|passwd|passphrase|secret|credential|api[_-]?key|"
-                        r"private[_-]?key|(^|[_.-])(pass|token|auth)($|[_.-])", re.I)
 BUILD_FLAGS = ("_partial_", "_recursive_", "_convert_")  # instantiate flags, not config
-SECRET_IN_URI = re.compile(r"(?<=://)([^/@:]+):([^/@]+)@")
-# override values that can hold text (a secret): one value or a list of choices
-TEXT_VALUES = (ValueType.ELEMENT, ValueType.CHOICE_SWEEP, ValueType.SIMPLE_CHOICE_SWEEP)
-
-
-def is_secret_key(key: str) -> bool:
-    """A key whose last part names a secret (password, token, api_key, ...)."""
-    return bool(SECRET_KEY.search(str(key).rsplit(".", 1)[-1]))
 
 
 def redact_value(key: str, value: Any) -> Any:
     """Hide secret values, and passwords embedded in URIs (postgresql://user:pw@host)."""
     if is_secret_key(key):
         return REDACTED
-    if isinstance(value, str):
-        return SECRET_IN_URI.sub(rf"\1:{REDACTED}@", value)
-    return value
-
-
-def redact_uri(uri: str) -> str:
-    """A URI fit to print: its password, if any, shown as ***."""
-    return SECRET_IN_URI.sub(rf"\1:{REDACTED}@", uri)
+    return redact_uri(value) if isinstance(value, str) else value
 
 
 def redact(tree: Any, key: str = "") -> Any:
@@ -89,11 +66,6 @@ def redacted_yaml(cfg: Any) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(redact(to_container(cfg))))
 
 
-@lru_cache(maxsize=None)
-def _parser() -> OverridesParser:
-    return OverridesParser.create()
-
-
 def _redact_parsed(value: Any, key: str) -> Any:
     """redact() for a value as Hydra parsed it (a sweep's choices keep their quotes)."""
     if isinstance(value, QuotedString):
@@ -133,7 +105,7 @@ def redact_override(override: str) -> str:
     if not sep:
         return override
     try:
-        parsed = _parser().parse_override(override)
+        parsed = parser().parse_override(override)
     except HydraException:  # compose will say why; hide what can be found meanwhile
         return f"{key}{sep}{redact_value(key.lstrip('+~'), value)}"
     if is_secret_key(parsed.key_or_group):

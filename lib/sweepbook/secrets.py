@@ -20,8 +20,9 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 from sweepbook.config import SECRETS_ENV, ConfigError, read_secrets
 from sweepbook.env import patched_environ
 from sweepbook.params import redact_override, redact_overrides
+from sweepbook.tracking.locks import private_folder
 
-SWEEP_SECRETS_FILE = "secrets.json"  # a sweep's, beside its executed notebooks, for --resume
+SECRETS_FOLDER = "secrets"  # a sweep's file, for --resume: in the store's private folder
 DEFINITION_KEY = "secrets"  # where a sweep's definition names that file
 
 
@@ -55,9 +56,10 @@ def secret_overrides(jobs: Iterable[Sequence[str]]) -> Dict[str, str]:
 
 
 def write(path: Path, secret: Dict[str, str]) -> Path:
-    """Keep `secret` in `path`, readable and writable by its owner only from the start."""
+    """Keep `secret` in `path`, readable and writable by its owner only from the start; a
+    symlink planted at `path` is refused, not followed (it would carry the secrets away)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     os.fchmod(fd, 0o600)  # a file that was already there keeps its mode otherwise
     with os.fdopen(fd, "w") as file:
         json.dump(secret, file)
@@ -83,17 +85,26 @@ def passed(overrides: Sequence[str]) -> Iterator[List[str]]:
         os.unlink(path)
 
 
-def hide_in_definition(definition: Dict, folder: Path) -> Tuple[Dict, Optional[Path]]:
+def hide_in_definition(definition: Dict, tracking_uri: str,
+                       sweep_id: str) -> Tuple[Dict, Optional[Path]]:
     """A sweep's definition as it is recorded (overrides redacted, the secrets file named), and
-    that file, written into `folder` when any job has a secret (None when none has)."""
+    that file, written in the store's private folder when any job has a secret (None when none
+    has): never in outputs/, which is shared and logged."""
     secret = secret_overrides(job["overrides"] for job in definition["jobs"])
     jobs = [{**job, "overrides": redact_overrides(job["overrides"])}
             for job in definition["jobs"]]
     shown = {**definition, "overrides": redact_overrides(definition["overrides"]), "jobs": jobs}
     if not secret:
         return shown, None
-    path = write(folder / SWEEP_SECRETS_FILE, secret)
+    path = write(private_folder(tracking_uri, SECRETS_FOLDER) / f"sweep-{sweep_id}.json", secret)
     return {**shown, DEFINITION_KEY: str(path)}, path
+
+
+def forget(path: Optional[Path]) -> None:
+    """Delete a sweep's secrets file once nothing is left to resume (every job finished or
+    skipped): a secret is kept no longer than needed."""
+    if path is not None:
+        path.unlink(missing_ok=True)
 
 
 def restore_definition(definition: Dict) -> Dict:
@@ -103,8 +114,9 @@ def restore_definition(definition: Dict) -> Dict:
     try:
         secret = read_secrets(definition[DEFINITION_KEY])
     except ConfigError as error:
-        raise ConfigError(f"{error}\nthe sweep's secret overrides are gone: run the sweep again "
-                          f"with all its overrides instead of resuming it") from None
+        raise ConfigError(f"{error}\nthe sweep's secret overrides are gone (deleted once every "
+                          f"job finished): run the sweep again with all its overrides instead of "
+                          f"resuming it (finished jobs are skipped)") from None
     jobs = [{**job, "overrides": [secret.get(o, o) for o in job["overrides"]]}
             for job in definition["jobs"]]
     return {**definition, "jobs": jobs}

@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from sweepbook.compare import ComparisonError, resolve_scope
-from sweepbook.compare.report import write_report
+from sweepbook.compare import ComparisonError, Scope, resolve_scope
+from sweepbook.compare.report import summary, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -51,3 +51,11 @@ def test_a_param_only_some_runs_have_is_compared_as_text(swept, tmp_path):
     assert list(table["note"].fillna("-")) == ["-"] * 4 + ["hello"]
     text = write_report(scope, "test_acc", None, tmp_path / "report.html").read_text()
     assert "hello" in text and text.count("<tr>") == 1 + 5
+
+
+def test_the_report_shows_its_store_without_the_password():
+    """A report is mailed around: the store's address in it hides the password."""
+    scope = Scope("postgresql://ml:hunter2@db.example/mlflow", ["1"], "experiment x")
+    line = summary(scope, 3, "test_acc", None)
+    assert "3 runs in postgresql://ml:***@db.example/mlflow, ranked by test_acc (max)" in line
+    assert "hunter2" not in line

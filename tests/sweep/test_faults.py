@@ -280,3 +280,24 @@ def test_sys_exit_in_the_notebook_fails_the_job(faulty, env, engine):
     [parent] = parents(env)
     assert (parent.info.status, parent.data.metrics["jobs_failed"]) == ("FAILED", 2)
     assert_the_record_is_whole(env)
+
+
+def test_sigterm_to_sweepbook_run_ends_its_run_killed(faulty, env, tmp_path):
+    """`sweepbook run` stopped by a scheduler: its kernel goes, its run ends KILLED."""
+    command = subprocess.Popen([SWEEPBOOK, "run", faulty, "seed=1", "--quiet"],
+                               env={**env, "FAULT_SLEEP": "120"}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    STARTED.append(command)
+    pid_file = tmp_path / "pids" / "1.pid"
+    wait_until(lambda: pid_file.is_file() and any(
+        r.info.status == "RUNNING" for r in all_runs(env)), what="the notebook's run")
+    command.send_signal(signal.SIGTERM)
+    out, err = command.communicate(timeout=60)
+    assert command.returncode == 143, err
+    assert "sweepbook: error: stopped by SIGTERM" in err
+    [run] = all_runs(env)
+    assert (run.info.status, run.data.tags["sweepbook.error"]) == ("KILLED", "stopped by SIGTERM")
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    assert any(a.path.endswith(".ipynb") for a in client.list_artifacts(run.info.run_id))
+    wait_until(lambda: not pid_alive(int(pid_file.read_text())), 30, "the kernel to end")
+    assert_the_record_is_whole(env)

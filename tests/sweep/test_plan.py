@@ -134,7 +134,8 @@ def test_composing_each_set_of_group_choices_once_gives_what_compose_gives(monke
     monkeypatch.setenv("SWEEPBOOK_OVERRIDES", "training.epochs=2")
     combinations = expand([
         "model=cnn,mlp", "optimizer=adam,sgd", "optimizer.lr=1e-3,-1,abc", "+note=hello",
-        "data.val_fraction=0.1,0.95", "~data.test_fraction", "paths.output_dir=${paths.root_dir}/x"])
+        "data.val_fraction=0.1,0.95", "~data.test_fraction",
+        "paths.output_dir=${paths.root_dir}/x"])
     combinations += [["experiment=digits_mlp", "seed=3"], ["model=nope"], ["~training"],
                      ["model.hidden=4", "model=mlp"], ["training.device=mps"]]
     composer = planning._Composer(TRAIN)
@@ -173,3 +174,13 @@ def test_sweep_file_that_is_not_yaml_names_the_file_and_line(tmp_path):
     listed.write_text("- model\n")
     with pytest.raises(SweepDefinitionError, match="needs a mapping `params:`"):
         read_sweep_file(str(listed))
+
+
+def test_a_huge_grid_is_counted_and_refused_without_being_made():
+    """25 million combinations: counted from the sweeps' lengths, refused at once."""
+    with pytest.raises(SweepDefinitionError, match=r"25,000,000 jobs.*limit of 10,000"):
+        planning.combinations(["seed=range(0,5000)", "training.epochs=range(1,5001)"],
+                              max_jobs=10_000)
+    with pytest.raises(SweepDefinitionError, match=r"more than 1,000 jobs.*limit of 10"):
+        planning.combinations(["seed=range(0,100000)"], max_jobs=10)
+    assert len(planning.combinations(["seed=1,2", "model=cnn,mlp"], max_jobs=4)) == 4

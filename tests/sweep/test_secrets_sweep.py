@@ -1,6 +1,7 @@
 """Secrets given as overrides to a real sweep and a real `sweepbook run`: nothing they write (the
 store, its artifacts, executed notebooks, logs, what the command prints) holds one, except the
-sweep's own 0600 secrets file; `--resume` still composes the real values."""
+sweep's own 0600 secrets file beside the store, until every job has finished; `--resume` still
+composes the real values."""
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import ROOT, SWEEPBOOK, run
+from sweep.test_faults import faulty  # noqa: F401  (a fixture: train.ipynb with fault hooks)
 
 TRAIN = str(ROOT / "notebooks" / "train.ipynb")
 
@@ -48,14 +50,16 @@ def children(client: MlflowClient, sweep_id: str):
 
 
 @pytest.mark.slow
-def test_a_sweep_keeps_its_secrets_in_its_private_file_only(store, env, tmp_path):
+def test_a_sweep_keeps_its_secrets_in_its_private_file_only(store, env, tmp_path, faulty):
     overrides, secrets = planted()
-    done = run([SWEEPBOOK, "sweep", TRAIN, *overrides, "seed=0,1", "--workers", "2",
-                "--quiet"], tmp_path, env)
-    assert done.returncode == 0, done.stdout + done.stderr
-    sweep_id = re.search(r"^sweep (\w+): 2 finished", done.stdout, re.M).group(1)
-    kept = tmp_path / "outputs" / "sweeps" / sweep_id / "secrets.json"
+    done = run([SWEEPBOOK, "sweep", faulty, *overrides, "seed=0,1", "--workers", "2",
+                "--quiet"], tmp_path, {**env, "FAULT_EXIT": "inside:1"})  # job 1 fails
+    assert done.returncode == 1, done.stdout + done.stderr
+    sweep_id = re.search(r"^sweep (\w+): 1 finished, 1 failed", done.stdout, re.M).group(1)
+    database = Path(store[len("sqlite:///"):])
+    kept = database.parent / "mlflow.db.sweepbook" / "secrets" / f"sweep-{sweep_id}.json"
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert stat.S_IMODE(kept.parent.stat().st_mode) == 0o700
     everything = [tmp_path, Path(env["TMPDIR"])]  # store, artifacts, notebooks, logs, temp
     assert [path for folder in everything for path in holding(folder, secrets)] == [kept]
     assert not any(secret in done.stdout + done.stderr for secret in secrets)
@@ -70,8 +74,8 @@ def test_a_sweep_keeps_its_secrets_in_its_private_file_only(store, env, tmp_path
         assert "+db.password=***" in child.data.tags["sweepbook.overrides"]
 
     # --resume reads the real overrides back: same config hashes, so the same sweep, and the
-    # job whose run failed runs again
-    client.set_terminated(first["1"].info.run_id, "FAILED")
+    # job whose run failed runs again; then nothing is left to resume: the file is deleted
+    assert first["1"].info.status == "FAILED"
     resumed = run([SWEEPBOOK, "sweep", "--resume", sweep_id, "--quiet"], tmp_path, env)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"sweep {sweep_id}: 1 finished, 1 skipped" in resumed.stdout
@@ -79,7 +83,7 @@ def test_a_sweep_keeps_its_secrets_in_its_private_file_only(store, env, tmp_path
              {r.info.run_id for r in first.values()}]
     assert [r.data.tags["sweepbook.config_hash"] for r in again] == [
         first["1"].data.tags["sweepbook.config_hash"]]
-    assert [path for folder in everything for path in holding(folder, secrets)] == [kept]
+    assert [path for folder in everything for path in holding(folder, secrets)] == []
     assert not any(secret in resumed.stdout + resumed.stderr for secret in secrets)
 
 

@@ -277,7 +277,6 @@ def test_a_bad_value_is_refused_by_the_cli_in_process(unborn, tmp_path, monkeypa
                                                       overrides, key):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{unborn}")
     monkeypatch.setenv("SWEEPBOOK_OVERRIDES", f"debug=default paths.output_dir={tmp_path}")
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")  # main() sets it: keep it contained
     monkeypatch.delenv("SWEEPBOOK_ROOT", raising=False)
     assert main(["run", TRAIN, *overrides]) == 2
     error = capsys.readouterr().err

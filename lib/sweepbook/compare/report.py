@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 
 from sweepbook.compare import plots as compare_plots
 from sweepbook.compare import runs as compare
+from sweepbook.params import redact_uri
 from sweepbook.tracking.record import FIGURES_FOLDER
 
 CURVE_KEYS = ("val_loss", "val_acc", "val_rmse")  # per-epoch histories the training loop logs
@@ -62,16 +63,22 @@ def _image(png: bytes, title: str) -> str:
     return f'<img alt="{html.escape(title)}" src="{png_data_uri(png)}">'
 
 
+def summary(scope: compare.Scope, count: int, metric: str, direction: Optional[str]) -> str:
+    """The report's first line: how many runs from which store (its password hidden: a report
+    is mailed around), ranked how, written when."""
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    store = html.escape(redact_uri(scope.tracking_uri))
+    return (f"<p>{count} runs in {store}, ranked by {metric} "
+            f"({compare.direction_for(metric, direction)}); written {when}.</p>")
+
+
 def render(scope: compare.Scope, runs: pd.DataFrame, metric: str,
            direction: Optional[str]) -> str:
     """The report's HTML text."""
     table = compare.summary_table(runs, metric, direction, extra_metrics=["test_loss"])
     best = compare.best_run(runs, metric, direction)
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     title = f"sweepbook report: {scope.title}"
-    parts = [f"<h1>{html.escape(title)}</h1>",
-             f"<p>{len(runs)} runs in {html.escape(scope.tracking_uri)}, ranked by {metric} "
-             f"({compare.direction_for(metric, direction)}); written {when}.</p>",
+    parts = [f"<h1>{html.escape(title)}</h1>", summary(scope, len(runs), metric, direction),
              _section("Best run", f"<p><b>{html.escape(str(best['run_name']))}</b> "
                       f"(run {best['run_id']}): {metric} = {best[f'metrics.{metric}']:.4f}</p>"),
              _section("Runs", table.to_html(float_format=lambda v: f"{v:.4g}"))]

@@ -66,11 +66,12 @@ def resolve_scope(tracking_uri: str, experiment: Optional[str] = None,
     parent = _sweep_parent(client, sweep_id, experiment)
     if parent is None and sweep_id == LATEST:
         where = f"experiment {experiment!r} in " if experiment else ""
-        raise ComparisonError(f"no sweep in {where}{redact_uri(tracking_uri)} yet: run one (make demo), "
-                              "or compare the experiment's runs without a sweep id")
+        raise ComparisonError(f"no sweep in {where}{redact_uri(tracking_uri)} yet: run one "
+                              "(make demo), or compare the experiment's runs without a sweep id")
     if parent is None:
-        raise ComparisonError(f"no sweep {sweep_id!r} in {redact_uri(tracking_uri)}; a sweep's id is "
-                              "printed when it ends, and tagged sweepbook.sweep_id on its runs")
+        raise ComparisonError(f"no sweep {sweep_id!r} in {redact_uri(tracking_uri)}; a sweep's "
+                              "id is printed when it ends, and tagged sweepbook.sweep_id on its "
+                              "runs")
     found = parent.data.tags[SWEEP_TAG]
     return Scope(tracking_uri, [parent.info.experiment_id], f"sweep {found}",
                  parent.info.run_id, found)
@@ -101,7 +102,8 @@ def load_runs(scope: Scope) -> pd.DataFrame:
 
 def _not_empty(runs: pd.DataFrame, scope: Scope) -> pd.DataFrame:
     if runs.empty:
-        raise ComparisonError(f"no runs to compare in {scope.title} ({redact_uri(scope.tracking_uri)})")
+        raise ComparisonError(f"no runs to compare in {scope.title} "
+                              f"({redact_uri(scope.tracking_uri)})")
     return runs
 
 

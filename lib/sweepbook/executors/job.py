@@ -11,10 +11,11 @@ import functools
 import os
 import signal
 import sys
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from sweepbook.config import TRACKING_URI_ENV
 from sweepbook.executors.base import JobSpec
@@ -27,6 +28,8 @@ NO_RUN_REASON = "the notebook ended without opening an MLflow run"
 # its own reason, a timeout or Ctrl-C); the kernel sends SIGHUP when the job's parent dies
 # (PR_SET_PDEATHSIG), that is when its driver died (with the fork engine, the template dies
 # with the driver).
+RUN_STOP_REASONS = {signal.SIGINT: "stopped by Ctrl-C", signal.SIGTERM: "stopped by SIGTERM",
+                    signal.SIGHUP: "stopped by SIGHUP"}  # `sweepbook run` in a terminal
 STOP_REASONS = {signal.SIGTERM: "stopped by its sweep",
                 signal.SIGHUP: "its sweep's driver died; run the same command again to finish "
                                "the sweep"}
@@ -143,19 +146,36 @@ def _redirect_output(path: str) -> None:
 
 
 class _StopSignals:
-    """SIGTERM and SIGHUP stop the job where it stands (JobStopped), once: a second signal
-    while it records itself is ignored (the driver's SIGKILL follows if recording hangs)."""
+    """The signals in `reasons` stop the job where it stands (JobStopped), once: after the
+    first, they are ignored while it records itself (its driver's SIGKILL ends a hang). The
+    previous handlers are put back after."""
 
-    def __init__(self):
-        self.reason: Optional[str] = None
-        for signum in STOP_REASONS:
-            signal.signal(signum, self._stop)
+    def __init__(self, reasons: Dict[int, str]):
+        self.reasons = reasons
+        self.signum: Optional[int] = None
+        self._previous: Dict[int, object] = {}
+
+    @property
+    def reason(self) -> Optional[str]:
+        return self.reasons.get(self.signum)
+
+    def ignore(self) -> None:
+        for signum in self._previous:
+            signal.signal(signum, signal.SIG_IGN)
 
     def _stop(self, signum, frame) -> None:
-        for other in STOP_REASONS:
-            signal.signal(other, signal.SIG_IGN)
-        self.reason = STOP_REASONS[signum]
+        self.ignore()
+        self.signum = signum
         raise JobStopped(self.reason)
+
+    def __enter__(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._stop) for s in self.reasons}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 def _die_with_parent() -> None:
@@ -184,35 +204,34 @@ def run_job(spec: JobSpec, in_process: bool, reports=None) -> None:
     """The body of a job process; its exit code says how the notebook ended, and the run's id
     goes back through `reports` (a pipe's sending end) once the record is finished."""
     os.setpgid(0, 0)
-    stop = _StopSignals()
-    os.environ.clear()
-    os.environ.update(spec.env)
-    _redirect_output(spec.log)
-    sys.path.insert(0, os.path.dirname(spec.notebook))  # as a kernel started there has it
-    try:
-        _die_with_parent()
-        import torch
-
-        torch.set_num_threads(spec.threads)
-        code, reason = execute_with_retry(spec, in_process)
-    except JobStopped:  # between cells (inside one, the cell fails and papermill says so)
-        code, reason = EXIT_STOPPED, stop.reason
-    if stop.reason:
-        code, reason = EXIT_STOPPED, stop.reason
-        print(f"job stopped: {reason}", file=sys.stderr)
-    for signum in STOP_REASONS:  # recording takes a moment: the driver's SIGKILL ends a hang
-        signal.signal(signum, signal.SIG_IGN)
-    try:
-        run_id, reason = record_own_run(spec, reason, "KILLED" if stop.reason else "FAILED")
-    except Exception as error:  # the store is out of reach: the driver records what it can
-        print(f"could not record the job's run: {error!r}", file=sys.stderr)
-        code = code or EXIT_NOT_RECORDED
-    else:
+    with _StopSignals(STOP_REASONS) as stop:
+        os.environ.clear()
+        os.environ.update(spec.env)
+        _redirect_output(spec.log)
+        sys.path.insert(0, os.path.dirname(spec.notebook))  # as a kernel started there has it
         try:
-            if reports is not None:
-                reports.send(run_id)
-        except OSError:  # the driver is gone: the record is finished all the same
-            pass
+            _die_with_parent()
+            import torch
+
+            torch.set_num_threads(spec.threads)
+            code, reason = execute_with_retry(spec, in_process)
+        except JobStopped:  # between cells (inside one, the cell fails and papermill says so)
+            code, reason = EXIT_STOPPED, stop.reason
+        if stop.reason:
+            code, reason = EXIT_STOPPED, stop.reason
+            print(f"job stopped: {reason}", file=sys.stderr)
+        stop.ignore()  # recording takes a moment
+        try:
+            run_id, reason = record_own_run(spec, reason, "KILLED" if stop.reason else "FAILED")
+        except Exception as error:  # the store is out of reach: the driver records what it can
+            print(f"could not record the job's run: {error!r}", file=sys.stderr)
+            code = code or EXIT_NOT_RECORDED
+        else:
+            try:
+                if reports is not None:
+                    reports.send(run_id)
+            except OSError:  # the driver is gone: the record is finished all the same
+                pass
     sys.exit(code or (EXIT_NOTEBOOK_FAILED if reason else EXIT_OK))
 
 
@@ -221,6 +240,7 @@ class Execution:
     notebook: Path  # the executed copy, outputs (and any error banner) included
     run: object  # the MLflow run the notebook recorded (or its FAILED placeholder)
     error: Optional[str] = None  # why it failed
+    stopped_by: Optional[int] = None  # the signal that stopped it (Ctrl-C, SIGTERM, SIGHUP)
 
 
 def run_notebook(notebook: Path, cfg, overrides: List[str], output: Optional[Path] = None,
@@ -239,13 +259,19 @@ def run_notebook(notebook: Path, cfg, overrides: List[str], output: Optional[Pat
     default = Path(cfg.paths.output_dir) / "notebooks" / f"{notebook.stem}-{launch_id[:8]}.ipynb"
     output = Path(output or default).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
-    with secrets.passed(overrides) as shown:
+    with secrets.passed(overrides) as shown, _StopSignals(RUN_STOP_REASONS) as stop:
         spec = JobSpec(index=0, name=run_name(cfg, overrides, composition(cfg).choices),
                        notebook=str(notebook), output=str(output), log="",
                        parameters={"overrides": shown, "tags": {LAUNCH_TAG: launch_id}},
                        env={TRACKING_URI_ENV: cfg.tracking.uri},
                        experiment_id=prepare_store(cfg))
-        run = functools.partial(execute, progress=progress, echo=False)
-        _, reason = execute_with_retry(spec, False, run)
-    run_id, reason = record_own_run(spec, reason)
-    return Execution(output, MlflowClient(cfg.tracking.uri).get_run(run_id), reason)
+        try:
+            run = functools.partial(execute, progress=progress, echo=False)
+            _, reason = execute_with_retry(spec, False, run)
+        except JobStopped:  # Ctrl-C: the kernel is shut down, its run ends KILLED here
+            reason = stop.reason
+        stop.ignore()
+        run_id, reason = record_own_run(spec, stop.reason or reason,
+                                        "KILLED" if stop.reason else "FAILED")
+    return Execution(output, MlflowClient(cfg.tracking.uri).get_run(run_id), reason,
+                     stop.signum)

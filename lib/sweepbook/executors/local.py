@@ -215,5 +215,8 @@ class LocalExecutor(Executor):
         return finished
 
     def cancel(self, reason: str) -> List[Outcome]:
-        self._stop([job.process for job in self._running.values()])  # all at once
-        return [self._finish(index, "KILLED", reason) for index in list(self._running)]
+        """Jobs that already ended keep their own outcome; the others are stopped at once."""
+        ended = [index for index, job in self._running.items() if job.process.exitcode is not None]
+        outcomes = [self._finish(index) for index in ended]
+        self._stop([job.process for job in self._running.values()])
+        return outcomes + [self._finish(index, "KILLED", reason) for index in list(self._running)]

@@ -29,7 +29,7 @@ from sweepbook.sweep.plan import Job, SweepDefinitionError
 from sweepbook.sweep.results import JobResult, SweepResult
 from sweepbook.sweep.sources import GridSource
 from sweepbook.config import SECRETS_ENV, TELEMETRY_ENV, TRACKING_URI_ENV
-from sweepbook.params import redact_overrides
+from sweepbook.params import redact_overrides, redact_uri
 from sweepbook.tracking.record import DEFAULT_METRIC, NOT_STARTED, RUN_ID_ENV
 
 def default_workers() -> int:
@@ -203,9 +203,41 @@ def _one_driver(job: Job, sweep_id: str) -> Iterator[None]:
         with sweep_driver(job.tracking_uri, job.output_dir, sweep_id):
             yield
     except LockHeld as held:
+        driver = f"driver PID {held.pid}" if held.pid else "its driver is starting"
+        stop = f"stop it (kill {held.pid})" if held.pid else "stop it"
         raise SweepDefinitionError(
-            f"sweep {sweep_id} is already running (driver PID {held.pid}): wait for it to "
-            f"end, or stop it (kill {held.pid}), then run the same command again") from None
+            f"sweep {sweep_id} is already running ({driver}): wait for it to end, or {stop}, "
+            f"then run the same command again") from None
+
+
+def _output_folder(job: Job, sweep_id: str) -> Path:
+    """Where the sweep's executed notebooks and logs go, made now: a folder that cannot be
+    made is refused before any run exists."""
+    folder = Path(job.output_dir) / "sweeps" / sweep_id
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SweepDefinitionError(f"paths.output_dir={job.output_dir}: cannot make {folder} "
+                                   f"({error}); give a folder that can be written") from None
+    return folder
+
+
+class SweepRecordError(RuntimeError):
+    """The store refused the sweep's record before any job ran."""
+
+
+def _open_record(jobs: List[Job], sweep_id: str, definition: Dict, metric: str):
+    """The recorder and the jobs an earlier attempt finished; a store that refuses the record
+    (disk full, permissions) stops the sweep before any job, and says so."""
+    from sweepbook.sweep.recorder import SweepRecorder  # MLflow: seconds to import
+
+    try:
+        return SweepRecorder.open(jobs, sweep_id, definition, metric)
+    except Exception as error:
+        raise SweepRecordError(
+            f"could not record sweep {sweep_id} in {redact_uri(jobs[0].tracking_uri)} "
+            f"({type(error).__name__}: {error}); no job ran: run the same command again once "
+            f"the store can be written to (it repairs what this attempt left)"[:5000]) from error
 
 
 def _close(recorder, result: SweepResult) -> None:
@@ -240,8 +272,8 @@ def _definition(notebook, overrides, sweep_file, resume,
         return (notebooks.inspect(definition["notebook"]), definition["overrides"],
                 [job["overrides"] for job in definition["jobs"]])
     found = notebooks.inspect(notebook)
-    combinations = planning.combinations(overrides, sweep_file)
-    planning.check_size(len(combinations), max_jobs)
+    combinations = planning.combinations(overrides, sweep_file, max_jobs)
+    secrets.secret_overrides(combinations)  # a secret swept over values: refused now
     print(f"sweep of {len(combinations):,} jobs: validating...", file=sys.stderr, flush=True)
     return found, list(overrides), combinations
 
@@ -264,21 +296,19 @@ def run_sweep(notebook: Optional[str], overrides: Sequence[str] = (), *,
         # the executor warms up while this process validates every job and creates the store
         executor.prepare(str(found.path), found.config_name, combinations[0])
         jobs = planning.validate(combinations, found)
-        from sweepbook.sweep.recorder import SweepRecorder  # MLflow: seconds to import
-
         sweep_id = planning.sweep_id(str(found.path), jobs)
+        output_dir = _output_folder(jobs[0], sweep_id)
         with _one_driver(jobs[0], sweep_id):
             stop.defer()  # from here on, a signal ends the record properly
-            output_dir = Path(jobs[0].output_dir) / "sweeps" / sweep_id
             definition, secrets_file = secrets.hide_in_definition(  # secrets: a 0600 file only
                 {"notebook": str(found.path), "config_name": found.config_name,
-                 "overrides": overrides, **planning.describe(jobs)}, output_dir)
-            recorder, skipped = SweepRecorder.open(jobs, sweep_id, definition, metric)
+                 "overrides": overrides, **planning.describe(jobs)},
+                jobs[0].tracking_uri, sweep_id)
+            recorder, skipped = _open_record(jobs, sweep_id, definition, metric)
             executor.store_ready(jobs[0].tracking_uri)
             result = SweepResult(sweep_id, recorder.parent_run_id, metric, skipped,
                                  tracking_uri=jobs[0].tracking_uri)
             try:
-                output_dir.mkdir(parents=True, exist_ok=True)
                 launch = _Launch(str(found.path), output_dir,
                                  max(1, (os.cpu_count() or 1) // workers),
                                  jobs[0].tracking_uri, recorder.experiment_id, secrets_file)
@@ -288,4 +318,6 @@ def run_sweep(notebook: Optional[str], overrides: Sequence[str] = (), *,
                          result, stop, quiet)
             finally:
                 _close(recorder, result)
+            if result.ok and not result.count(NOT_STARTED):  # nothing left to resume
+                secrets.forget(secrets_file)
     return result

@@ -7,7 +7,9 @@ compose does after building the defaults list, and checked as compose() checks t
 """
 import copy
 import hashlib
+import itertools
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from sweepbook.config import (SECRETS_ENV, ConfigError, compose_yaml, compositio
                               finish, importable_from, load_resolvers, overrides_from_env)
 from sweepbook.notebook import Notebook
 from sweepbook.params import redact_overrides
+from sweepbook.redaction import hide_secrets_in
 from sweepbook.tracking.location import StoreError, artifact_root, check_store
 from sweepbook.targets import target_problems
 from sweepbook.tracking.record import config_hash, run_name
@@ -85,21 +88,42 @@ def _parser() -> OverridesParser:
     return OverridesParser.create(config_loader=_loader())
 
 
-def check_size(count: int, max_jobs: int = MAX_JOBS) -> None:
+def check_size(count: int, max_jobs: int = MAX_JOBS, exact: bool = True) -> None:
     """Refuse a sweep of more jobs than `max_jobs` before validating them (minutes each 10,000)."""
     if count > max_jobs:
+        size = f"{count:,}" if exact else f"more than {count - 1:,}"
         raise SweepDefinitionError(
-            f"this sweep has {count:,} jobs, more than the limit of {max_jobs:,}; narrow the "
+            f"this sweep has {size} jobs, more than the limit of {max_jobs:,}; narrow the "
             f"sweep, or raise the limit with --max-jobs {count}")
 
 
-def expand(overrides: Sequence[str]) -> List[List[str]]:
-    """Every combination of the sweep overrides, as Hydra's BasicSweeper would launch them."""
+def _job_count(parsed: List[Override], cap: int) -> Tuple[int, bool]:
+    """How many jobs the overrides make, without making them (a product of millions of lists
+    would fill the memory first); each sweep's values are counted up to `cap`. Returns the
+    count and whether it is exact."""
+    sizes = {}
+    for override in parsed:  # as BasicSweeper: a later override of a key replaces the earlier
+        if override.is_sweep_override() and override.is_discrete_sweep():
+            values = itertools.islice(override.sweep_string_iterator(), cap)
+            sizes[override.get_key_element()] = sum(1 for _ in values)
+        else:
+            sizes[override.get_key_element()] = 1
+    count = math.prod(sizes.values())
+    return (min(count, cap), False) if max(sizes.values(), default=1) >= cap else (count, True)
+
+
+def expand(overrides: Sequence[str], max_jobs: Optional[int] = None) -> List[List[str]]:
+    """Every combination of the sweep overrides, as Hydra's BasicSweeper would launch them;
+    more than `max_jobs` are refused before any is made."""
     try:
         parsed = _parser().parse_overrides(list(overrides))
+        if max_jobs is not None:
+            count, exact = _job_count(parsed, cap=100 * max_jobs + 1)
+            check_size(count, max_jobs, exact)
         return BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
     except HydraException as error:
-        message = f"cannot expand the sweep {redact_overrides(list(overrides))}:\n{error}"
+        message = hide_secrets_in(f"cannot expand the sweep {redact_overrides(list(overrides))}:"
+                                  f"\n{error}", overrides)
         raise SweepDefinitionError(message) from error
 
 
@@ -216,10 +240,12 @@ def validate(combinations: List[List[str]], notebook: Notebook) -> List[Job]:
     return jobs
 
 
-def combinations(overrides: Sequence[str], sweep_file: Optional[str] = None) -> List[List[str]]:
-    """Every job's overrides, from the command line and/or a sweep file (not validated yet)."""
+def combinations(overrides: Sequence[str], sweep_file: Optional[str] = None,
+                 max_jobs: Optional[int] = None) -> List[List[str]]:
+    """Every job's overrides, from the command line and/or a sweep file (not validated yet);
+    more than `max_jobs` are refused before they are made."""
     base = read_sweep_file(sweep_file) if sweep_file else []
-    return expand(merge_overrides(base, overrides))
+    return expand(merge_overrides(base, overrides), max_jobs)
 
 
 def plan(notebook: Notebook, overrides: Sequence[str],

@@ -16,6 +16,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from sweepbook.executors.base import Outcome
+from sweepbook.params import redact_uri
 from sweepbook.secrets import restore_definition
 from sweepbook.sweep.plan import Job, SweepDefinitionError
 from sweepbook.sweep.results import SKIPPED, JobResult, SweepResult
@@ -30,7 +31,7 @@ def resume_definition(tracking_uri: str, sweep_id: str) -> Dict:
     client = MlflowClient(tracking_uri)
     parent = find_parent(client, sweep_id)
     if parent is None:
-        raise SweepDefinitionError(f"no sweep {sweep_id!r} in {tracking_uri}")
+        raise SweepDefinitionError(f"no sweep {sweep_id!r} in {redact_uri(tracking_uri)}")
     try:
         path = client.download_artifacts(parent.info.run_id, record.SWEEP_DEFINITION_ARTIFACT)
     except (MlflowException, OSError) as error:

@@ -34,6 +34,13 @@ def deleted_hint(name: str, experiment_id) -> str:
             f"expname")
 
 
+def _unreadable(database: Path, error: Exception) -> StoreError:
+    return StoreError(
+        f"the store {database} cannot be read as an SQLite database ({error}): move it "
+        f"away (a new store is then created in its place) or restore it from a backup, "
+        f"or point tracking.uri at another store")
+
+
 def check_store(uri: str, expname: Optional[str] = None) -> None:
     """Refuse a SQLite store that is not a database, or whose experiment `expname` is deleted,
     before anything is written to it (other stores are judged when MLflow opens them).
@@ -50,11 +57,12 @@ def check_store(uri: str, expname: Optional[str] = None) -> None:
             found = connection.execute(
                 "SELECT experiment_id, lifecycle_stage FROM experiments WHERE name = ?",
                 (expname,)).fetchone() if expname and "experiments" in tables else None
+    except sqlite3.OperationalError as error:
+        if "locked" in str(error) or "busy" in str(error):
+            return  # another process writes to it (a sweep beside this one): healthy, busy
+        raise _unreadable(database, error) from None
     except sqlite3.Error as error:
-        raise StoreError(
-            f"the store {database} cannot be read as an SQLite database ({error}): move it "
-            f"away (a new store is then created in its place) or restore it from a backup, "
-            f"or point tracking.uri at another store") from None
+        raise _unreadable(database, error) from None
     if tables and "experiments" not in tables:
         raise StoreError(f"{database} is an SQLite database but not an MLflow store (no "
                          f"experiments table): point tracking.uri at another file")

@@ -6,10 +6,13 @@
 - One driver per sweep: a second driver of the same sweep id is refused, instead of both
   running the same jobs into the same notebook paths.
 
-Both are `fcntl.flock` locks on files in `<mlflow.db>.locks/` (beside the output folder for
-a tracking server): the kernel drops them when their holder dies, so a stale lock from a
-killed driver is simply taken over. Lock files are opened close-on-exec: jobs never inherit
-them.
+Both are `fcntl.flock` locks on files in `<mlflow.db>.sweepbook/locks/` (beside the output
+folder for a tracking server): the kernel drops them when their holder dies, so a stale lock
+from a killed driver is simply taken over. Lock files are opened close-on-exec: jobs never
+inherit them.
+
+`<mlflow.db>.sweepbook/` also holds the store's private state (private_folder): a sweep's
+secret overrides, kept out of outputs/, which is shared and logged.
 """
 import contextlib
 import fcntl
@@ -18,6 +21,8 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from sweepbook.tracking.location import sqlite_file
+
+LOCKS = "locks"  # the folder of lock files in `<mlflow.db>.sweepbook/`
 
 
 class LockHeld(RuntimeError):
@@ -28,13 +33,27 @@ class LockHeld(RuntimeError):
         self.path, self.pid = path, pid
 
 
+def _beside_store(tracking_uri: str) -> Optional[Path]:
+    """sweepbook's folder beside a store's SQLite file; None for a tracking server."""
+    database = sqlite_file(tracking_uri)
+    return None if database is None else database.parent / f"{database.name}.sweepbook"
+
+
 def lock_folder(tracking_uri: str, output_dir: str) -> Path:
     """Where a store's locks live: beside its SQLite file, or under the output folder for a
     store that is not a local file (a tracking server)."""
-    database = sqlite_file(tracking_uri)
-    if database is not None:
-        return database.parent / f"{database.name}.locks"
-    return Path(output_dir) / "sweeps" / ".locks"
+    beside = _beside_store(tracking_uri)
+    return beside / LOCKS if beside else Path(output_dir) / "sweeps" / ".locks"
+
+
+def private_folder(tracking_uri: str, name: str) -> Path:
+    """A folder only its owner can enter (made if needed), for a store's private state: beside
+    its SQLite file, or in the user's state folder for a tracking server; never in outputs/."""
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    folder = (_beside_store(tracking_uri) or state / "sweepbook") / name
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)  # one made before, or under a loose umask
+    return folder
 
 
 def _open(path: Path):
@@ -63,11 +82,12 @@ def exclusive(path: Path, wait: bool) -> Iterator[None]:
             fcntl.flock(file, fcntl.LOCK_UN)
 
 
-def first_use(tracking_uri: str, output_dir: str = "."):
+def first_use(tracking_uri: str):
     """Serializes opening the store (waits for the other process; no-op cost otherwise)."""
-    if sqlite_file(tracking_uri) is None:
+    beside = _beside_store(tracking_uri)
+    if beside is None:
         return contextlib.nullcontext()  # a server serializes its own migrations
-    return exclusive(lock_folder(tracking_uri, output_dir) / "first-use.lock", wait=True)
+    return exclusive(beside / LOCKS / "first-use.lock", wait=True)
 
 
 def sweep_driver(tracking_uri: str, output_dir: str, sweep_id: str):
