@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 
 from sweepbook.config import (DEFAULT_CONFIG, TELEMETRY_ENV, TRACKING_URI_ENV, ConfigError,
                               compose)
-from sweepbook.env import patched_environ
+from sweepbook.env import patched_environ, signal_handlers
 from sweepbook.executors.local import ENGINES
 from sweepbook.params import redact_overrides, redact_uri
 from sweepbook.sweep.plan import MAX_JOBS
@@ -287,17 +287,13 @@ def _serve(command: List[str]) -> int:
     SIGHUP to this process stop it and any workers it started instead of leaving them serving;
     the previous signal handlers are put back."""
     server = subprocess.Popen(command, start_new_session=True)
-    stops = (signal.SIGTERM, signal.SIGHUP)
-    previous = {signum: signal.signal(signum, _raise_stopped) for signum in stops}
     try:
-        return server.wait()
+        with signal_handlers(_raise_stopped, (signal.SIGTERM, signal.SIGHUP)):
+            return server.wait()
     except KeyboardInterrupt:  # the server, in its own session, did not get the Ctrl-C
         code = 0
     except _Stopped as stopped:
         code = 128 + stopped.args[0]
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     _stop_group(server)
     return code
 

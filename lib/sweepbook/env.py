@@ -1,7 +1,10 @@
-"""Environment variables changed for a block and put back after it, whatever happens."""
+"""Environment variables and signal handlers changed for a block and put back after it,
+whatever happens."""
 import contextlib
 import os
-from typing import Dict, Iterator, Optional
+import signal
+import threading
+from typing import Callable, Dict, Iterable, Iterator, Optional
 
 
 @contextlib.contextmanager
@@ -22,6 +25,21 @@ def _set(name: str, value: Optional[str]) -> None:
         os.environ.pop(name, None)
     else:
         os.environ[name] = value
+
+
+@contextlib.contextmanager
+def signal_handlers(handler: Callable, signals: Iterable[int]) -> Iterator[bool]:
+    """`handler` for each of `signals` inside the block, the previous handlers put back after.
+    Off the main thread, where Python allows no handler, nothing changes (yields False)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield False
+        return
+    previous = {signum: signal.signal(signum, handler) for signum in signals}
+    try:
+        yield True
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 @contextlib.contextmanager

@@ -11,13 +11,13 @@ import functools
 import os
 import signal
 import sys
-import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from sweepbook.config import TRACKING_URI_ENV
+from sweepbook.env import signal_handlers
 from sweepbook.executors.base import JobSpec
 from sweepbook.tracking.record import ERROR_TAG, LAUNCH_TAG, LOGS_FOLDER
 
@@ -153,14 +153,14 @@ class _StopSignals:
     def __init__(self, reasons: Dict[int, str]):
         self.reasons = reasons
         self.signum: Optional[int] = None
-        self._previous: Dict[int, object] = {}
+        self._handlers = signal_handlers(self._stop, reasons)
 
     @property
     def reason(self) -> Optional[str]:
         return self.reasons.get(self.signum)
 
     def ignore(self) -> None:
-        for signum in self._previous:
+        for signum in self.reasons:
             signal.signal(signum, signal.SIG_IGN)
 
     def _stop(self, signum, frame) -> None:
@@ -169,13 +169,11 @@ class _StopSignals:
         raise JobStopped(self.reason)
 
     def __enter__(self) -> "_StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._stop) for s in self.reasons}
+        self._handlers.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+        self._handlers.__exit__(*exc)
 
 
 def _die_with_parent() -> None:

@@ -15,7 +15,6 @@ import contextlib
 import os
 import signal
 import sys
-import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from sweepbook import notebook as notebooks
 from sweepbook import secrets
+from sweepbook.env import signal_handlers
 from sweepbook.executors import Executor, JobSpec, get_executor
 from sweepbook.sweep import plan as planning
 from sweepbook.sweep.plan import Job, SweepDefinitionError
@@ -85,7 +85,7 @@ class _StopSignals:
     def __init__(self):
         self.signum: Optional[int] = None
         self._deferred = False
-        self._previous: Dict[int, object] = {}
+        self._handlers = signal_handlers(self._handle, self.SIGNALS)
 
     def _handle(self, signum, frame) -> None:
         self.signum = signum
@@ -96,13 +96,11 @@ class _StopSignals:
         self._deferred = True
 
     def __enter__(self) -> "_StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        self._handlers.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+        self._handlers.__exit__(*exc)
 
 
 class SweepStopped(KeyboardInterrupt):
