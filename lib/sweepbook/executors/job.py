@@ -248,7 +248,7 @@ def run_notebook(notebook: Path, cfg, overrides: List[str], output: Optional[Pat
     the overrides redacted, their secrets through a private file (secrets.passed)."""
     from mlflow.tracking import MlflowClient
 
-    from sweepbook import secrets
+    from sweepbook.tracking import secrets
     from sweepbook.config import composition
     from sweepbook.tracking.record import run_name
     from sweepbook.tracking.store import prepare_store

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from sweepbook import notebook as notebooks
-from sweepbook import secrets
+from sweepbook.tracking import secrets
 from sweepbook.env import signal_handlers
 from sweepbook.executors import Executor, JobSpec, get_executor
 from sweepbook.sweep import plan as planning
@@ -31,6 +31,7 @@ from sweepbook.sweep.sources import GridSource
 from sweepbook.config import SECRETS_ENV, TELEMETRY_ENV, TRACKING_URI_ENV
 from sweepbook.params import redact_overrides, redact_uri
 from sweepbook.tracking.record import DEFAULT_METRIC, NOT_STARTED, RUN_ID_ENV
+
 
 def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))

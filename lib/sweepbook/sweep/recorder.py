@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from sweepbook.executors.base import Outcome
 from sweepbook.params import redact_uri
-from sweepbook.secrets import restore_definition
+from sweepbook.tracking.secrets import restore_definition
 from sweepbook.sweep.plan import Job, SweepDefinitionError
 from sweepbook.sweep.results import SKIPPED, JobResult, SweepResult
 from sweepbook.tracking import record

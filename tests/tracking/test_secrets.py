@@ -4,7 +4,7 @@ import stat
 
 import pytest
 
-from sweepbook import secrets
+from sweepbook.tracking import secrets
 from sweepbook.config import SECRETS_ENV, ConfigError, compose, composition
 from sweepbook.params import REDACTED, config_params, redact_override, redacted_yaml
 from sweepbook.redaction import hide_secrets_in
