@@ -42,3 +42,4 @@ bench: $(STAMP)  ## benchmarks (bench/), ratios measured side by side
 	$(BIN)/python bench/tracking_overhead.py
 	$(BIN)/python bench/sweep_speed.py
 	$(BIN)/python bench/compare_speed.py
+	$(BIN)/python bench/validate_speed.py
