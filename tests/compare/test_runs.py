@@ -47,6 +47,18 @@ def test_latest_is_the_newest_sweep(store, sweeps):
     assert scope.title == "sweep new"
 
 
+def test_latest_passes_over_a_newer_sweep_whose_every_job_failed(store, client, sweeps):
+    from mlflow.entities import Metric
+
+    experiment_id = client.get_experiment_by_name("sweepbook").experiment_id
+    for sweep_id, finished in (("new", 2), ("broken", 0)):
+        parent = sweeps.get(sweep_id) or _sweep(client, experiment_id, sweep_id,
+                                                [("9.0", 0.1, "FAILED")])
+        client.log_batch(parent, metrics=[Metric("jobs_finished", finished, 0, 0)])
+    scope = resolve_scope(store, experiment="sweepbook", sweep_id="latest")
+    assert scope.sweep_id == "new"
+
+
 def test_an_experiment_scope_leaves_sweep_parents_out(store, sweeps):
     runs = load_runs(resolve_scope(store, experiment="sweepbook"))
     assert len(runs) == 5

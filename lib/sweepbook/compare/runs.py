@@ -13,10 +13,12 @@ from sweepbook.env import patched_environ
 from sweepbook.params import redact_uri
 from sweepbook.tracking.readers import reader_for
 from sweepbook.tracking.record import (CONFIG_ARTIFACT, ERROR_TAG, MODEL_ARTIFACT, PARENT_ROLE,
-                                       ROLE_TAG, SWEEP_TAG)
-from sweepbook.tracking.store import find_parent, find_run, using_tracking_uri
+                                       ROLE_TAG, SWEEP_TAG, job_count_metric)
+from sweepbook.tracking.store import find_parent, using_tracking_uri
 
-LATEST = "latest"  # a sweep id meaning: the newest sweep (of the config's experiment)
+LATEST = "latest"  # a sweep id meaning: the newest sweep (of the config's experiment) that
+#                   finished a job; a sweep whose every job failed has nothing to compare
+LATEST_LOOKBACK = 100  # sweeps searched for it, newest first
 DIRECTIONS = ("max", "min")
 PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 KEYED_COLUMNS = ("metrics.", "params.", "tags.")
@@ -49,8 +51,13 @@ def _sweep_parent(client: MlflowClient, sweep_id: str, experiment: Optional[str]
     if sweep_id != LATEST:
         return find_parent(client, sweep_id)
     experiments = _experiment_ids(client, experiment) if experiment else None
-    return find_run(client, f"tags.`{ROLE_TAG}` = '{PARENT_ROLE}'", experiments,
-                    order_by=["attributes.start_time DESC"])
+    experiments = experiments or [e.experiment_id for e in client.search_experiments()]
+    parents = client.search_runs(experiments, f"tags.`{ROLE_TAG}` = '{PARENT_ROLE}'",
+                                 max_results=LATEST_LOOKBACK,
+                                 order_by=["attributes.start_time DESC"])
+    with_results = [p for p in parents if any(p.data.metrics.get(job_count_metric(status), 0)
+                                              for status in ("FINISHED", "SKIPPED"))]
+    return (with_results or parents or [None])[0]  # a sweep whose every job failed: skipped
 
 
 def resolve_scope(tracking_uri: str, experiment: Optional[str] = None,
