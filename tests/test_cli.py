@@ -198,16 +198,3 @@ def test_next_steps_printed_after_a_sweep_read_the_sweeps_own_store(tmp_path):
     assert shown.returncode == 0, shown.stderr
     assert f"1 runs in sqlite:///{other}" in shown.stdout
 
-
-@pytest.mark.slow
-def test_run_prints_no_kernel_transport_warning_nor_mlflow_info(unborn_store, tmp_path):
-    """A kernel over TCP logs "Kernel is running over TCP without encryption"; a new store
-    logs MLflow's INFO lines about creating its tables. Neither belongs in the output."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{unborn_store}",
-           "SWEEPBOOK_OVERRIDES": f"debug=default paths.output_dir={tmp_path / 'outputs'}"}
-    done = subprocess.run([SWEEPBOOK, "run", TRAIN, "--quiet"], env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "test_acc: " in done.stdout
-    printed = done.stdout + done.stderr
-    assert "without encryption" not in printed and " INFO " not in printed, printed

@@ -110,17 +110,6 @@ def _images(notebook: Path) -> int:
 
 
 @pytest.mark.slow
-def test_compare_notebook_passes_nbval_on_the_latest_sweep(swept, tmp_path):
-    """`latest` is the newest sweep of the config's experiment: debug's, with the smoke preset."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": swept.uri, "SWEEPBOOK_OVERRIDES": "debug=default"}
-    done = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
-                "--nbval-current-env", str(COMPARE)], cwd=tmp_path, env=env)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    code_cells = sum(c["cell_type"] == "code" for c in json.loads(COMPARE.read_text())["cells"])
-    assert re.search(rf"\b{code_cells} passed", done.stdout), done.stdout[-2000:]
-
-
-@pytest.mark.slow
 def test_compare_notebook_under_papermill_ranks_reloads_and_promotes(swept, tmp_path):
     """The store comes from the config here, as for a user: no MLFLOW_TRACKING_URI."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}

@@ -4,11 +4,9 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from sweepbook.notebook import NotebookError
 from sweepbook.sweep import run_sweep
@@ -142,43 +140,6 @@ def test_validation_error_exits_2_and_writes_nothing(tmp_path):
     assert "1 of 2 jobs are invalid against conf/train.yaml; nothing was run" in done.stderr
     assert "resnet18" in done.stderr
     assert not db.parent.exists()
-
-
-@pytest.mark.slow
-def test_parallel_workers_start_on_a_fresh_store(tmp_path, monkeypatch):
-    db = tmp_path / "fresh" / "mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
-    monkeypatch.setenv("SWEEPBOOK_OVERRIDES", f"debug=default paths.output_dir={tmp_path}")
-    result = run_sweep(TRAIN, ["model=mlp", "seed=1,2,3"], workers=3, quiet=True)
-    assert [r.status for r in result.results] == ["FINISHED"] * 3
-    client = MlflowClient(f"sqlite:///{db}")
-    assert len(runs_of(client, result)[1]) == 3
-
-
-@pytest.mark.slow
-def test_ctrl_c_kills_runs_and_the_sweep_resumes(smoke, client, tmp_path):
-    env = {**os.environ}
-    command = [SWEEPBOOK, "sweep", TRAIN, "model=cnn", "training.epochs=200", "seed=1,2",
-               "--workers", "2", "--quiet"]
-    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not _running_children(client):
-        time.sleep(0.5)
-    assert _running_children(client), "no job started"
-    driver.send_signal(signal.SIGINT)
-    out, err = driver.communicate(timeout=60)
-    assert driver.returncode == 130, err
-    assert "resume it with: sweepbook sweep --resume" in out
-    statuses = {r.info.status for r in client.search_runs(
-        [e.experiment_id for e in client.search_experiments()])}
-    assert "RUNNING" not in statuses and "KILLED" in statuses
-
-
-def _running_children(client):
-    return [r for r in client.search_runs([e.experiment_id for e in client.search_experiments()],
-                                          filter_string="attributes.status = 'RUNNING'")
-            if "mlflow.parentRunId" in r.data.tags]
 
 
 @pytest.mark.slow

@@ -147,50 +147,41 @@ def job_pids(env):
     return [int(p.read_text()) for p in Path(env["FAULT_PIDS"]).glob("*.pid")]
 
 
-def test_kill_9_of_the_driver_ends_its_jobs_and_the_same_command_completes(faulty, env):
+def test_kill_9_of_a_job_then_of_the_driver_and_the_same_command_completes(faulty, env,
+                                                                           tmp_path):
+    """A job killed on its own fails with the reason and the sweep goes on; the driver killed
+    next takes its jobs with it (they end their runs KILLED); the same command completes."""
+    pids = tmp_path / "pids"
     driver = start(faulty, "seed=1,2,3", env=env, FAULT_SLEEP="120")
     wait_until(lambda: running_children(env, 2), what="two running jobs")
-    pids = job_pids(env)
+    os.kill(int((pids / "1.pid").read_text()), signal.SIGKILL)
+    wait_until(lambda: (pids / "3.pid").is_file() and running_children(env, 2),
+               what="the third job in the killed one's place")
+    [failed] = [r for r in children(env) if r.info.status == "FAILED"]
+    assert failed.data.tags["sweepbook.error"] == "the job process was killed by SIGKILL"
+    running = [int((pids / f"{seed}.pid").read_text()) for seed in (2, 3)]
     driver.kill()
     driver.wait()
-    wait_until(lambda: not any(pid_alive(p) for p in pids), 30, "the jobs to die")
-    # each job ended its own run KILLED, with its notebook and log, before dying
-    wait_until(lambda: all(r.info.status == "KILLED" for r in children(env)), 30)
+    wait_until(lambda: not any(pid_alive(p) for p in running), 30, "the jobs to die")
+    wait_until(lambda: sum(r.info.status == "KILLED" for r in children(env)) == 2, 30,
+               "the jobs to end their runs")
     for run in children(env):
-        assert "driver died" in run.data.tags["sweepbook.error"]
-        assert_files_logged(env, run)
+        if run.info.status == "KILLED":
+            assert "driver died" in run.data.tags["sweepbook.error"]
+            assert_files_logged(env, run)
     again = sweep(faulty, "seed=1,2,3", env=env)
-    assert again.returncode == 0, again.stderr
-    assert "3 finished" in again.stdout
+    assert again.returncode == 0 and "3 finished" in again.stdout, again.stderr
     [parent] = parents(env)
     assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_finished"] == 3
-    assert sorted(r.info.status for r in children(env)) == ["FINISHED"] * 3 + ["KILLED"] * 2
+    assert sorted(r.info.status for r in children(env)) == (["FAILED"] + ["FINISHED"] * 3 +
+                                                            ["KILLED"] * 2)
     assert_the_record_is_whole(env)
 
 
-def test_kill_9_of_a_job_fails_its_run_and_the_sweep_goes_on(faulty, env, tmp_path):
-    driver = start(faulty, "seed=1,2", env=env, FAULT_SLEEP="8")
-    wait_until(lambda: running_children(env, 2), what="two running jobs")
-    os.kill(int((tmp_path / "pids" / "1.pid").read_text()), signal.SIGKILL)
-    out, err = driver.communicate(timeout=300)
-    assert driver.returncode == 1, err
-    assert "1 finished, 1 failed" in out
-    by_seed = {r.data.params["seed"]: r for r in children(env)}
-    assert by_seed["1"].info.status == "FAILED"
-    assert by_seed["1"].data.tags["sweepbook.error"] == "the job process was killed by SIGKILL"
-    assert by_seed["2"].info.status == "FINISHED"
-    [parent] = parents(env)
-    assert (parent.info.status, parent.data.metrics["jobs_failed"]) == ("FAILED", 1)
-    again = sweep(faulty, "seed=1,2", env=env)
-    assert again.returncode == 0 and "1 finished" in again.stdout and "1 skipped" in again.stdout
-    assert_the_record_is_whole(env)
-
-
-@pytest.mark.parametrize("signum, engine", [(signal.SIGTERM, "fork"), (signal.SIGHUP, "kernel")],
-                         ids=["SIGTERM-fork", "SIGHUP-kernel"])
-def test_sigterm_and_sighup_stop_a_sweep_as_ctrl_c_does(faulty, env, signum, engine):
-    driver = start(faulty, "seed=1,2,3", env=env, options=("--quiet", "--engine", engine),
-                   FAULT_SLEEP="120")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_stop_a_sweep_as_ctrl_c_does(faulty, env, signum):
+    """(A job in a kernel stopped the same way: test_sigterm_to_sweepbook_run_...)"""
+    driver = start(faulty, "seed=1,2,3", env=env, FAULT_SLEEP="120")
     wait_until(lambda: running_children(env, 2), what="two running jobs")
     driver.send_signal(signum)
     out, err = driver.communicate(timeout=120)
@@ -223,8 +214,8 @@ def test_ctrl_c_with_the_output_piped_to_a_reader_that_is_gone(faulty, env):
 def test_one_driver_per_sweep_and_parallel_sweeps_on_a_fresh_store(faulty, env):
     """The same sweep started twice at once, and another one beside them, on a store that
     does not exist yet: one driver per sweep, and both sweeps run."""
-    twins = [start(faulty, "seed=1,2", env=env, FAULT_SLEEP="20") for _ in range(2)]
-    other = start(faulty, "seed=3", env=env, FAULT_SLEEP="20")
+    twins = [start(faulty, "seed=1,2", env=env, FAULT_SLEEP="10") for _ in range(2)]
+    other = start(faulty, "seed=3", env=env, FAULT_SLEEP="10")
     ended = [driver.communicate(timeout=300) for driver in twins]
     codes = sorted(driver.returncode for driver in twins)
     assert codes == [0, 2], ended
@@ -295,6 +286,9 @@ def test_sigterm_to_sweepbook_run_ends_its_run_killed(faulty, env, tmp_path):
     out, err = command.communicate(timeout=60)
     assert command.returncode == 143, err
     assert "sweepbook: error: stopped by SIGTERM" in err
+    # a kernel over TCP logs "Kernel is running over TCP without encryption", a new store
+    # MLflow's INFO lines about creating its tables: neither belongs in the output
+    assert "without encryption" not in out + err and " INFO " not in out + err, out + err
     [run] = all_runs(env)
     assert (run.info.status, run.data.tags["sweepbook.error"]) == ("KILLED", "stopped by SIGTERM")
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
