@@ -44,29 +44,19 @@ def empty_store(db: Path) -> None:
     MlflowClient(f"sqlite:///{db}").search_experiments()
 
 
-def not_json(folder: Path) -> str:
-    path = folder / "broken.ipynb"
-    path.write_text("this is not json")
-    return str(path)
+def writing(name: str, text: str) -> Callable[[Path], str]:
+    """A `make_file`: writes `text` to `name` in the test's folder, gives its path."""
+    def make(folder: Path) -> str:
+        (folder / name).write_text(text)
+        return str(folder / name)
+    return make
 
 
-def broken_yaml(folder: Path) -> str:
-    path = folder / "grid.yaml"
-    path.write_text("params:\n  model: cnn,mlp\n   seed: [0\n")
-    return str(path)
-
-
-def listed_yaml(folder: Path) -> str:
-    path = folder / "grid.yaml"
-    path.write_text("- model=cnn\n")
-    return str(path)
-
-
-def a_file_as_output_folder(folder: Path) -> str:
-    """paths.output_dir (`out`, see the test) is a file: no folder can be made in it."""
-    path = folder / "out"
-    path.write_text("a file where a folder should be")
-    return str(path)
+not_json = writing("broken.ipynb", "this is not json")
+broken_yaml = writing("grid.yaml", "params:\n  model: cnn,mlp\n   seed: [0\n")
+listed_yaml = writing("grid.yaml", "- model=cnn\n")
+# paths.output_dir (`out`, see the test) is a file: no folder can be made in it
+a_file_as_output_folder = writing("out", "a file where a folder should be")
 
 
 @dataclass
