@@ -1,4 +1,5 @@
 """`sweepbook ui` on a real sweep's store: the REST API, and the pages in headless Chromium."""
+import contextlib
 import json
 import os
 import signal
@@ -18,6 +19,18 @@ from conftest import ROOT, SWEEPBOOK
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's; `make test` installs it when missing
 SCREENSHOTS = ROOT / "outputs" / "tests"
 START_TIMEOUT_S = 90
+
+
+@contextlib.contextmanager
+def chromium_page(height: int):
+    """A page in Debian's headless Chromium, 1600 pixels wide; the browser closed after."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                             args=["--no-sandbox"])
+        try:
+            yield browser.new_page(viewport={"width": 1600, "height": height})
+        finally:
+            browser.close()
 
 
 def _free_port() -> int:
@@ -99,10 +112,7 @@ def test_experiment_page_shows_the_runs_in_chromium(ui, swept_template):
     assert len(children) == 4
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     screenshot = SCREENSHOTS / "mlflow-ui-sweep.png"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
-                                             args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1600, "height": 900})
+    with chromium_page(height=900) as page:
         page.goto(f"{url}/{runs_page(experiment_id)}")
         parent = page.locator("[role=row]", has_text=parent_name)
         parent.wait_for(state="visible", timeout=60_000)
@@ -115,6 +125,5 @@ def test_experiment_page_shows_the_runs_in_chromium(ui, swept_template):
         for name in children:
             page.get_by_text(name, exact=True).wait_for(state="visible", timeout=30_000)
         page.screenshot(path=str(screenshot))
-        browser.close()
     print(f"screenshot: {screenshot}")
     assert screenshot.read_bytes().startswith(b"\x89PNG")

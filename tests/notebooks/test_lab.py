@@ -11,9 +11,8 @@ import urllib.request
 
 import psutil
 import pytest
-from playwright.sync_api import sync_playwright
 
-from compare.test_ui import CHROMIUM, SCREENSHOTS, _free_port
+from compare.test_ui import CHROMIUM, SCREENSHOTS, _free_port, chromium_page
 from conftest import ROOT
 
 NOTEBOOK = ROOT / "notebooks" / "train.ipynb"
@@ -129,10 +128,7 @@ def test_make_lab_runs_train_notebook_in_chromium(lab, client):
     before = NOTEBOOK.read_bytes()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     screenshot = SCREENSHOTS / "jupyterlab-train.png"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
-                                             args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    with chromium_page(height=1000) as page:
         page.goto(f"{base}/lab/tree/notebooks/train.ipynb?token={token}")
         result = page.locator(".jp-CodeCell").last
         try:
@@ -147,7 +143,6 @@ def test_make_lab_runs_train_notebook_in_chromium(lab, client):
         assert all(re.fullmatch(r"\[\d+\]:", p.strip()) for p in prompts), prompts
         assert "test accuracy:" in result.locator(".jp-OutputArea").inner_text()
         _close_without_saving(page)
-        browser.close()
     print(f"screenshot: {screenshot}")
     [run] = client.search_runs([client.get_experiment_by_name("debug").experiment_id])
     assert run.info.status == "FINISHED"

@@ -29,7 +29,7 @@ from sweepbook.config import (SECRETS_ENV, ConfigError, compose_yaml, compositio
                               finish, importable_from, load_resolvers, overrides_from_env)
 from sweepbook.notebook import Notebook
 from sweepbook.params import redact_overrides
-from sweepbook.redaction import hide_secrets_in
+from sweepbook.redaction import hide_secrets_in, parser
 from sweepbook.tracking.location import StoreError, artifact_root, check_store
 from sweepbook.targets import target_problems
 from sweepbook.tracking.record import config_hash, run_name
@@ -138,7 +138,7 @@ class _Composer:
         load_resolvers()  # compose() loads them itself, bases are composed without it
         self.notebook = notebook
         self.repository = _loader().repository
-        self.parser = OverridesParser.create()
+        self.parser = parser()  # redaction's, made once per process
         self.bases: Dict[Tuple[str, ...], Optional[DictConfig]] = {}
         self.checked: Dict = {}  # the target checks' results, by node (targets.py)
 
