@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from sweepbook.config import (DEFAULT_CONFIG, TELEMETRY_ENV, TRACKING_URI_ENV, ConfigError,
-                              compose)
+                              compose, default_store_uri)
 from sweepbook.env import patched_environ, signal_handlers
 from sweepbook.executors.local import ENGINES
 from sweepbook.params import redact_overrides, redact_uri
@@ -89,7 +89,7 @@ def _check_resumable(sweep_id: str) -> None:
     """A resumed sweep's store (the default one) must exist and be healthy: never create it."""
     from sweepbook.sweep.plan import SweepDefinitionError
 
-    uri = compose(check_targets=False).tracking.uri
+    uri = default_store_uri()
     database = sqlite_file(uri)
     if database and not database.is_file():
         raise SweepDefinitionError(f"no sweep {sweep_id!r} in {redact_uri(uri)}: there is no "
@@ -101,7 +101,7 @@ def _store_prefix(uri: Optional[str]) -> str:
     """`MLFLOW_TRACKING_URI=... ` where a sweep's store is not the one a plain `sweepbook runs`
     reads (tracking=server, tracking.uri=...), so that the next steps printed read it."""
     try:
-        default = compose(check_targets=False).tracking.uri
+        default = default_store_uri()
     except ConfigError:
         return ""
     if uri is None or uri == default:

@@ -274,6 +274,12 @@ def importable_from(folder: Path) -> Iterator[None]:
         sys.path.remove(str(folder))
 
 
+def default_store_uri() -> str:
+    """The store the default config names (MLFLOW_TRACKING_URI wins): where `--resume ID`
+    looks, and the one the printed next steps read unless told otherwise."""
+    return compose(check_targets=False).tracking.uri
+
+
 def compose(overrides: Iterable[str] = (), config_name: str = DEFAULT_CONFIG,
             check_targets: bool = True) -> DictConfig:
     """Compose conf/<config_name>.yaml with Hydra overrides: resolved and validated.

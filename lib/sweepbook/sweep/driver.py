@@ -28,7 +28,7 @@ from sweepbook.sweep import plan as planning
 from sweepbook.sweep.plan import Job, SweepDefinitionError
 from sweepbook.sweep.results import JobResult, SweepResult
 from sweepbook.sweep.sources import GridSource
-from sweepbook.config import SECRETS_ENV, TELEMETRY_ENV, TRACKING_URI_ENV
+from sweepbook.config import SECRETS_ENV, TELEMETRY_ENV, TRACKING_URI_ENV, default_store_uri
 from sweepbook.params import redact_overrides, redact_uri
 from sweepbook.tracking.record import DEFAULT_METRIC, NOT_STARTED, RUN_ID_ENV
 
@@ -250,13 +250,6 @@ def _close(recorder, result: SweepResult) -> None:
             f"same command again to repair its record")[:5000]
 
 
-def _store_uri() -> str:
-    """The store the default config names, for `--resume ID` (MLFLOW_TRACKING_URI wins)."""
-    from sweepbook.config import compose
-
-    return compose(check_targets=False).tracking.uri
-
-
 def _definition(notebook, overrides, sweep_file, resume,
                 max_jobs) -> Tuple[notebooks.Notebook, List[str], List[List[str]]]:
     """The notebook, the sweep's overrides and every job's overrides, not validated yet (from
@@ -267,7 +260,7 @@ def _definition(notebook, overrides, sweep_file, resume,
     if resume:
         from sweepbook.sweep.recorder import resume_definition
 
-        definition = resume_definition(_store_uri(), resume)
+        definition = resume_definition(default_store_uri(), resume)
         return (notebooks.inspect(definition["notebook"]), definition["overrides"],
                 [job["overrides"] for job in definition["jobs"]])
     found = notebooks.inspect(notebook)
