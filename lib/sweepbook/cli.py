@@ -142,6 +142,53 @@ def cmd_sweep(args) -> int:
     return code
 
 
+def _print_tune_summary(result, store: str = "") -> None:
+    """The trials, the best one, and the next steps."""
+    import pandas as pd
+
+    with pd.option_context("display.max_rows", None, "display.max_colwidth", None,
+                           "display.width", 250):
+        print(result.table().drop(columns=["run_id", "notebook"]).to_string())
+    statuses = (*COUNTED_STATUSES, NOT_STARTED)
+    counts = ", ".join(f"{result.count(s)} {s.lower()}" for s in statuses if result.count(s))
+    print(f"search {result.study}: {counts}; parent run {result.parent_run_id}; "
+          f"study in {result.storage}")
+    if result.aborted:
+        print(f"the search stopped: {result.aborted}", file=sys.stderr)
+    if result.best is not None:
+        print(f"best: trial {result.best.number}, {result.metric}={result.best.value:.4g}, "
+              f"{result.best.params} (run {result.best.run_id})")
+    if result.interrupted or result.aborted:
+        print("go on with it: run the same command again (interrupted trials run again)")
+    print(f"compare its trials: {store}sweepbook runs --sweep {result.study} --metric "
+          f"{result.metric}  (or report, best --register NAME, notebooks/compare.ipynb)")
+
+
+def cmd_tune(args) -> int:
+    from sweepbook.sweep.driver import SweepRecordError, SweepStopped
+    from sweepbook.sweep.plan import SweepDefinitionError
+    from sweepbook.sweep.tune import run_tune
+
+    try:
+        result = run_tune(args.notebook, args.overrides, trials=args.trials,
+                          workers=args.workers, metric=args.metric, direction=args.direction,
+                          sampler=args.sampler, pruner=args.pruner, study=args.study,
+                          seed=args.seed, search_file=args.search_file, engine=args.engine,
+                          timeout=args.timeout, quiet=args.quiet)
+    except (SweepDefinitionError, ConfigError, StoreError) as error:
+        return _fail(str(error))
+    except SweepStopped as stopped:
+        return _fail(f"{stopped} before any run was created", code=128 + stopped.signum)
+    except SweepRecordError as error:
+        return _fail(str(error), code=1)
+    code = 128 + result.stopped_by if result.interrupted else (0 if result.ok else 1)
+    try:
+        _print_tune_summary(result, _store_prefix(result.tracking_uri))
+    except BrokenPipeError:
+        pass
+    return code
+
+
 def _reports_user_errors(command):
     """Exit 2 with the message for a missing experiment, sweep, metric or a bad name."""
     @functools.wraps(command)
@@ -350,6 +397,49 @@ def _seconds(value: str) -> float:
     return number
 
 
+def _seed(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if not 0 <= number < 2 ** 32:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number from 0 to 2**32-1")
+    return number
+
+
+def _tune_parser(commands) -> None:
+    from sweepbook.sweep.space import SAMPLERS
+    from sweepbook.tracking.record import DIRECTIONS
+    from sweepbook.tracking.trial import PRUNERS
+
+    tune = commands.add_parser(
+        "tune", help="search hyperparameters with Optuna, each trial a tracked notebook run")
+    tune.add_argument("notebook", help="e.g. notebooks/train.ipynb")
+    tune.add_argument("overrides", nargs="*", metavar="SEARCH",
+                      help="e.g. 'optimizer.lr=tag(log,interval(1e-4,1e-1))' model=choice(cnn,mlp)")
+    tune.add_argument("--trials", type=_at_least_one,
+                      help="trials in the study in total (default: 20); again with more adds more")
+    tune.add_argument("--workers", type=_at_least_one,
+                      help="trials at once (default: cores, at most 4)")
+    tune.add_argument("--metric", help="what to optimize, logged by the notebook every epoch "
+                                       "(default: val_acc)")
+    tune.add_argument("--direction", choices=DIRECTIONS,
+                      help="max or min (default: min for losses and errors, else max)")
+    tune.add_argument("--sampler", choices=SAMPLERS, help="default: tpe")
+    tune.add_argument("--pruner", choices=PRUNERS, help="default: median")
+    tune.add_argument("--study", help="the study's name (default: from the notebook and the "
+                                      "search, so the same command resumes it)")
+    tune.add_argument("--seed", type=_seed, help="seeds the sampler (default: 0)")
+    tune.add_argument("--search-file", help="YAML with `params:` and settings (or a name in "
+                                            "conf/search/); the command line wins")
+    tune.add_argument("--engine", choices=ENGINES, default="fork",
+                      help="fork: warm forked processes (fast); kernel: a Jupyter kernel per job")
+    tune.add_argument("--timeout", type=_seconds,
+                      help="seconds a trial may take before it is stopped")
+    tune.add_argument("--quiet", action="store_true", help="no progress bar")
+    tune.set_defaults(func=cmd_tune)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sweepbook", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -377,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--metric", default=DEFAULT_METRIC, help="metric shown in the summary")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     sweep.set_defaults(func=cmd_sweep)
+    _tune_parser(commands)
     runs = commands.add_parser("runs", help="the runs of an experiment or a sweep, best first")
     _comparison_options(runs)
     runs.set_defaults(func=cmd_runs)

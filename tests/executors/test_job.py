@@ -76,7 +76,7 @@ def job(tmp_path, store, client):
 def test_a_job_logs_its_notebook_and_log_on_its_own_run(job, client):
     run_id = client.create_run(job.experiment_id, tags={LAUNCH_TAG: "launch-1"}).info.run_id
     client.set_terminated(run_id, "FINISHED")
-    assert record_own_run(job, None) == (run_id, None)
+    assert record_own_run(job, None) == (run_id, None, False)
     assert client.get_run(run_id).info.status == "FINISHED"
     assert sorted(a.path for a in client.list_artifacts(run_id)) == ["logs", "o.ipynb"]
     assert [a.path for a in client.list_artifacts(run_id, "logs")] == ["logs/o.log"]
@@ -85,7 +85,7 @@ def test_a_job_logs_its_notebook_and_log_on_its_own_run(job, client):
 def test_a_failed_notebook_fails_its_run_with_the_reason(job, client):
     run_id = client.create_run(job.experiment_id, tags={LAUNCH_TAG: "launch-1"}).info.run_id
     client.set_terminated(run_id, "FINISHED")  # its run ended, then a later cell failed
-    assert record_own_run(job, "ValueError: late") == (run_id, "ValueError: late")
+    assert record_own_run(job, "ValueError: late") == (run_id, "ValueError: late", False)
     run = client.get_run(run_id)
     assert run.info.status == "FAILED" and run.data.tags["sweepbook.error"] == "ValueError: late"
 
@@ -93,7 +93,7 @@ def test_a_failed_notebook_fails_its_run_with_the_reason(job, client):
 def test_a_notebook_that_opened_no_run_gets_a_failed_placeholder(job, client):
     parent = client.create_run(job.experiment_id).info.run_id
     job.parameters["parent_run_id"] = parent
-    run_id, reason = record_own_run(job, None)
+    run_id, reason, _ = record_own_run(job, None)
     assert reason == NO_RUN_REASON
     [run] = [r for r in client.search_runs([job.experiment_id]) if r.info.run_id != parent]
     assert run.info.run_id == run_id
@@ -110,7 +110,7 @@ def test_a_run_whose_files_cannot_be_logged_is_failed_not_finished(job, client, 
     experiment_id = client.create_experiment("blocked", (blocker / "artifacts").as_uri())
     run_id = client.create_run(experiment_id, tags={LAUNCH_TAG: "launch-1"}).info.run_id
     client.set_terminated(run_id, "FINISHED")
-    returned, reason = record_own_run(job, None)
+    returned, reason, _ = record_own_run(job, None)
     assert returned == run_id and reason.startswith("its record is incomplete: o.ipynb was not "
                                                     "logged: ")
     run = client.get_run(run_id)

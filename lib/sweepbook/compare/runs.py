@@ -12,17 +12,16 @@ from omegaconf import DictConfig, OmegaConf
 from sweepbook.env import patched_environ
 from sweepbook.params import redact_uri
 from sweepbook.tracking.readers import reader_for
-from sweepbook.tracking.record import (CONFIG_ARTIFACT, ERROR_TAG, MODEL_ARTIFACT, PARENT_ROLE,
-                                       ROLE_TAG, SWEEP_TAG, job_count_metric)
+from sweepbook.tracking import record
+from sweepbook.tracking.record import (CONFIG_ARTIFACT, DIRECTIONS, ERROR_TAG, MODEL_ARTIFACT,
+                                       PARENT_ROLE, ROLE_TAG, SWEEP_TAG, job_count_metric)
 from sweepbook.tracking.store import find_parent, using_tracking_uri
 
 LATEST = "latest"  # a sweep id meaning: the newest sweep (of the config's experiment) that
 #                   finished a job; a sweep whose every job failed has nothing to compare
 LATEST_LOOKBACK = 100  # sweeps searched for it, newest first
-DIRECTIONS = ("max", "min")
 PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 KEYED_COLUMNS = ("metrics.", "params.", "tags.")
-MINIMIZED = ("loss", "error", "time", "seconds", "rmse", "mse", "mae")  # better going down
 
 
 class ComparisonError(ValueError):
@@ -167,10 +166,9 @@ def swept_params(runs: pd.DataFrame) -> List[str]:
 
 
 def direction_for(metric: str, direction: Optional[str] = None) -> str:
-    """'max' or 'min': as given, else 'min' for names with a loss, an error, a time, RMSE, MSE
-    or MAE in them, 'max' otherwise."""
+    """'max' or 'min': as given, else as the metric's name says (record.direction_for)."""
     if direction is None:
-        return "min" if any(word in metric.lower() for word in MINIMIZED) else "max"
+        return record.direction_for(metric)
     if direction not in DIRECTIONS:
         raise ComparisonError(f"direction {direction!r} is not one of: {', '.join(DIRECTIONS)}")
     return direction

@@ -34,7 +34,7 @@ class JobSpec:
 @dataclass
 class Outcome:
     spec: JobSpec
-    status: str  # FINISHED, FAILED or KILLED, as far as the executor can tell
+    status: str  # FINISHED, FAILED, KILLED or PRUNED, as far as the executor can tell
     reason: Optional[str]  # why it did not finish, when the executor knows (timeout, cancel)
     run_id: Optional[str]  # the job's run, when it reported it (not a job killed first)
     seconds: float

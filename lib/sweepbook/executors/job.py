@@ -14,15 +14,16 @@ import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from sweepbook.config import TRACKING_URI_ENV
 from sweepbook.env import signal_handlers
 from sweepbook.executors.base import JobSpec
-from sweepbook.tracking.record import ERROR_TAG, LAUNCH_TAG, LOGS_FOLDER
+from sweepbook.tracking.record import ERROR_TAG, LAUNCH_TAG, LOGS_FOLDER, PRUNED_TAG
 
 KERNEL = "python3"
 EXIT_OK, EXIT_NOTEBOOK_FAILED, EXIT_KERNEL_FAILED, EXIT_NOT_RECORDED, EXIT_STOPPED = 0, 1, 3, 4, 5
+EXIT_PRUNED = 6  # a search's trial, stopped by its pruner: its run ended KILLED, tagged pruned
 NO_RUN_REASON = "the notebook ended without opening an MLflow run"
 # Why a job was stopped, by the signal it got: the driver stops jobs with SIGTERM (and records
 # its own reason, a timeout or Ctrl-C); the kernel sends SIGHUP when the job's parent dies
@@ -108,14 +109,18 @@ def _log_files(client, run_id: str, spec: JobSpec) -> Optional[str]:
     return None
 
 
-def record_own_run(spec: JobSpec, reason: Optional[str],
-                   status: str = "FAILED") -> Tuple[str, Optional[str]]:
+class Recorded(NamedTuple):
+    run_id: str
+    reason: Optional[str]  # why the job failed (None when its run stands FINISHED or pruned)
+    pruned: bool = False  # a search's pruner stopped it: its run ended KILLED by itself
+
+
+def record_own_run(spec: JobSpec, reason: Optional[str], status: str = "FAILED") -> Recorded:
     """Finish this job's record: its notebook and log, and if it did not finish, its reason
     and `status` (FAILED, or KILLED for a stopped job). A run whose files could not be logged
-    is FAILED too: its record is incomplete, and resuming the sweep runs it again.
-
-    Returns the run's id and why the job failed (None when its run stands FINISHED).
-    """
+    is FAILED too: its record is incomplete, and resuming the sweep runs it again. A pruned
+    trial's run (start_run ended it KILLED, tagged pruned) keeps its status: the notebook's
+    error is the pruner's stop, not a failure."""
     from mlflow.tracking import MlflowClient
 
     from sweepbook.tracking.store import create_placeholder, find_launched_run
@@ -128,13 +133,15 @@ def record_own_run(spec: JobSpec, reason: Optional[str],
                                  spec.parameters.get("parent_run_id"))
         reason = reason or NO_RUN_REASON
     run_id = run.info.run_id
-    reason = _log_files(client, run_id, spec) if reason is None else reason
+    pruned = PRUNED_TAG in run.data.tags and run.info.status == "KILLED" and status != "KILLED"
+    reason = _log_files(client, run_id, spec) if reason is None or pruned else reason
     if reason:
         if ERROR_TAG not in run.data.tags or status == "KILLED":
             client.set_tag(run_id, ERROR_TAG, reason)
         client.set_terminated(run_id, status)
         _log_files(client, run_id, spec)  # the log now ends with the reason
-    return run_id, reason
+        pruned = False
+    return Recorded(run_id, reason, pruned)
 
 
 def _redirect_output(path: str) -> None:
@@ -220,11 +227,13 @@ def run_job(spec: JobSpec, in_process: bool, reports=None) -> None:
             print(f"job stopped: {reason}", file=sys.stderr)
         stop.ignore()  # recording takes a moment
         try:
-            run_id, reason = record_own_run(spec, reason, "KILLED" if stop.reason else "FAILED")
+            run_id, reason, pruned = record_own_run(spec, reason,
+                                                    "KILLED" if stop.reason else "FAILED")
         except Exception as error:  # the store is out of reach: the driver records what it can
             print(f"could not record the job's run: {error!r}", file=sys.stderr)
             code = code or EXIT_NOT_RECORDED
         else:
+            code = EXIT_PRUNED if pruned else code
             try:
                 if reports is not None:
                     reports.send(run_id)
@@ -269,7 +278,7 @@ def run_notebook(notebook: Path, cfg, overrides: List[str], output: Optional[Pat
         except JobStopped:  # Ctrl-C: the kernel is shut down, its run ends KILLED here
             reason = stop.reason
         stop.ignore()
-        run_id, reason = record_own_run(spec, stop.reason or reason,
-                                        "KILLED" if stop.reason else "FAILED")
+        run_id, reason, _ = record_own_run(spec, stop.reason or reason,
+                                           "KILLED" if stop.reason else "FAILED")
     return Execution(output, MlflowClient(cfg.tracking.uri).get_run(run_id), reason,
                      stop.signum)

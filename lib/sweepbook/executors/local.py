@@ -25,7 +25,8 @@ from typing import Dict, List, Optional
 from sweepbook.env import patched_environ
 from sweepbook.params import redact_overrides
 from sweepbook.executors.base import Executor, JobSpec, Outcome
-from sweepbook.executors.job import EXIT_OK, run_job
+from sweepbook.executors.job import EXIT_OK, EXIT_PRUNED, run_job
+from sweepbook.tracking.record import PRUNED
 
 ENGINES = ("fork", "kernel")
 TEMPLATE_MODULE = "sweepbook.executors.template"
@@ -193,7 +194,8 @@ class LocalExecutor(Executor):
         if job.process.exitcode is None:
             self._stop([job.process])
         if status is None:  # it ended by itself: its exit code tells how
-            status = "FINISHED" if job.process.exitcode == EXIT_OK else "FAILED"
+            status = {EXIT_OK: "FINISHED", EXIT_PRUNED: PRUNED}.get(job.process.exitcode,
+                                                                   "FAILED")
             if job.process.exitcode < 0:
                 killer = signal.Signals(-job.process.exitcode).name
                 reason = f"the job process was killed by {killer}"

@@ -26,26 +26,20 @@ from sweepbook.env import signal_handlers
 from sweepbook.executors import Executor, JobSpec, get_executor
 from sweepbook.sweep import plan as planning
 from sweepbook.sweep.plan import Job, SweepDefinitionError
+from sweepbook.sweep.progress import progress
 from sweepbook.sweep.results import JobResult, SweepResult
 from sweepbook.sweep.sources import GridSource
 from sweepbook.config import SECRETS_ENV, TELEMETRY_ENV, TRACKING_URI_ENV, default_store_uri
 from sweepbook.params import redact_overrides, redact_uri
-from sweepbook.tracking.record import DEFAULT_METRIC, NOT_STARTED, RUN_ID_ENV
+from sweepbook.tracking.record import DEFAULT_METRIC, NOT_STARTED, RUN_ID_ENV, direction_for
 
 
 def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def _progress(total: int, done: int, quiet: bool, sweep_id: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=done, desc=f"sweep {sweep_id}", unit="job", disable=quiet,
-                file=_StderrOrNothing())
-
-
 @dataclass
-class _Launch:
+class Launch:
     """What every job of one sweep shares."""
     notebook: str
     output_dir: Path  # executed notebooks and job logs
@@ -58,7 +52,8 @@ class _Launch:
         stem = self.output_dir / f"{job.index}-{planning.short_name(job)}"
         return JobSpec(index=job.index, name=job.name, notebook=self.notebook,
                        output=f"{stem}.ipynb", log=f"{stem}.log", parameters=parameters,
-                       env=self.environment(), experiment_id=self.experiment_id,
+                       env={**self.environment(), **job.environment},
+                       experiment_id=self.experiment_id,
                        threads=self.threads)
 
     def environment(self) -> Dict[str, str]:
@@ -71,7 +66,7 @@ class _Launch:
                 "OMP_NUM_THREADS": str(self.threads), **secret}
 
 
-class _StopSignals:
+class StopSignals:
     """Ctrl-C (SIGINT), SIGTERM (what `timeout` and schedulers send) and SIGHUP (a closed
     terminal) stop a sweep the same way.
 
@@ -96,7 +91,7 @@ class _StopSignals:
     def defer(self) -> None:
         self._deferred = True
 
-    def __enter__(self) -> "_StopSignals":
+    def __enter__(self) -> "StopSignals":
         self._handlers.__enter__()
         return self
 
@@ -117,26 +112,6 @@ def stop_reason(signum: int) -> str:
         f"stopped by {signal.Signals(signum).name}"
 
 
-class _StderrOrNothing:
-    """The progress bar's stream: a closed pipe (`sweepbook sweep ... | tee log` after Ctrl-C)
-    must never stop the driver from recording the jobs."""
-
-    def write(self, text: str) -> None:
-        try:
-            sys.stderr.write(text)
-        except (OSError, ValueError):
-            pass
-
-    def flush(self) -> None:
-        try:
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
-
-    def __getattr__(self, name):  # encoding, isatty, ...: the terminal's
-        return getattr(sys.stderr, name)
-
-
 def _record(recorder, job: Job, outcome) -> JobResult:
     """The job's result as its run says; a store that cannot be written to (disk full,
     permissions) fails the job with the reason, and never stops the driver."""
@@ -149,35 +124,38 @@ def _record(recorder, job: Job, outcome) -> JobResult:
                          f"could not record the job: {type(error).__name__}: {error}"[:5000])
 
 
-def _execute(recorder, launch: _Launch, executor: Executor, source: GridSource,
-             by_index: Dict[int, Job], result: SweepResult, stop: _StopSignals,
-             quiet: bool) -> None:
-    bar = _progress(len(by_index), len(result.results), quiet, recorder.sweep_id)
+def execute_jobs(recorder, launch: Launch, executor: Executor, source, result: SweepResult,
+             stop: StopSignals, shown) -> None:
+    """Run the source's jobs while it has any, `shown` as they start and end (progress.py);
+    a signal stops the running ones, and a broken executor stops the sweep."""
+    started: Dict[int, Job] = {}
 
     def start(job: Job) -> None:
+        started[job.index] = job
+        shown.started(job)
+        if job.problem:  # a search's invalid trial: recorded, never run
+            note(job, recorder.refuse(job))
+            return
         parameters = {"overrides": redact_overrides(job.overrides),  # secrets: from a file
                       "parent_run_id": recorder.parent_run_id,
                       "tags": recorder.tags(job, uuid.uuid4().hex)}
         executor.start(launch.spec(job, parameters))
 
-    def show_counts():
-        bar.set_postfix(failed=result.count("FAILED"), running=executor.running, refresh=False)
+    def note(job: Job, job_result: JobResult) -> None:
+        source.tell(job, job_result)
+        result.results.append(job_result)
+        shown.ended(job_result)
 
     def collect(outcomes):
         for outcome in outcomes:
-            job = by_index[outcome.spec.index]
-            job_result = _record(recorder, job, outcome)
-            source.tell(job, job_result)
-            result.results.append(job_result)
-            show_counts()
-            bar.update(1)
+            job = started[outcome.spec.index]
+            note(job, _record(recorder, job, outcome))
 
     try:
         while (not source.exhausted or executor.running) and stop.signum is None:
             finished = executor.poll()
             while executor.has_room() and not source.exhausted and stop.signum is None:
                 start(source.ask())  # refill first: recording takes a moment
-                show_counts()
             collect(finished)
         if stop.signum is not None:
             result.stopped_by = stop.signum
@@ -186,15 +164,14 @@ def _execute(recorder, launch: _Launch, executor: Executor, source: GridSource,
         result.aborted = f"{type(error).__name__}: {error}"[:5000]
         collect(executor.cancel(f"the sweep stopped: {result.aborted}"))
     finally:
-        bar.close()
-    reported = {r.index for r in result.results}
+        shown.close()
     result.results += [JobResult(job.index, job.name, NOT_STARTED, None, None, None, None)
-                       for job in by_index.values() if job.index not in reported]
+                       for job in source.unstarted()]
     result.results.sort(key=lambda r: r.index)
 
 
 @contextlib.contextmanager
-def _one_driver(job: Job, sweep_id: str) -> Iterator[None]:
+def one_driver(job: Job, sweep_id: str) -> Iterator[None]:
     """One driver per sweep id and store; a second is refused, naming the first."""
     from sweepbook.tracking.locks import LockHeld, sweep_driver
 
@@ -209,7 +186,7 @@ def _one_driver(job: Job, sweep_id: str) -> Iterator[None]:
             f"then run the same command again") from None
 
 
-def _output_folder(job: Job, sweep_id: str) -> Path:
+def output_folder(job: Job, sweep_id: str) -> Path:
     """Where the sweep's executed notebooks and logs go, made now: a folder that cannot be
     made is refused before any run exists."""
     folder = Path(job.output_dir) / "sweeps" / sweep_id
@@ -225,21 +202,20 @@ class SweepRecordError(RuntimeError):
     """The store refused the sweep's record before any job ran."""
 
 
-def _open_record(jobs: List[Job], sweep_id: str, definition: Dict, metric: str):
-    """The recorder and the jobs an earlier attempt finished; a store that refuses the record
-    (disk full, permissions) stops the sweep before any job, and says so."""
-    from sweepbook.sweep.recorder import SweepRecorder  # MLflow: seconds to import
-
+def open_record(recorder_class, first: Job, sweep_id: str, definition: Dict, metric: str,
+                 params: Dict[str, str]):
+    """The recorder of the sweep's parent run (made, or reopened); a store that refuses the
+    record (disk full, permissions) stops the sweep before any job, and says so."""
     try:
-        return SweepRecorder.open(jobs, sweep_id, definition, metric)
+        return recorder_class.open(first, sweep_id, definition, metric, params)
     except Exception as error:
         raise SweepRecordError(
-            f"could not record sweep {sweep_id} in {redact_uri(jobs[0].tracking_uri)} "
+            f"could not record sweep {sweep_id} in {redact_uri(first.tracking_uri)} "
             f"({type(error).__name__}: {error}); no job ran: run the same command again once "
             f"the store can be written to (it repairs what this attempt left)"[:5000]) from error
 
 
-def _close(recorder, result: SweepResult) -> None:
+def close_record(recorder, result: SweepResult) -> None:
     """End the parent run; a store that cannot be written to leaves it for the next
     command (it repairs the record: resume) and says so, but never hides the summary."""
     try:
@@ -270,46 +246,55 @@ def _definition(notebook, overrides, sweep_file, resume,
     return found, list(overrides), combinations
 
 
+def check_limits(workers: Optional[int], timeout: Optional[float]) -> None:
+    if workers is not None and workers < 1:
+        raise SweepDefinitionError(f"workers={workers}: give 1 or more")
+    if timeout is not None and timeout <= 0:
+        raise SweepDefinitionError(f"timeout={timeout}: give a number of seconds above 0")
+
+
 def run_sweep(notebook: Optional[str], overrides: Sequence[str] = (), *,
               sweep_file: Optional[str] = None, workers: Optional[int] = None,
               engine: str = "fork", timeout: Optional[float] = None,
               resume: Optional[str] = None, metric: str = DEFAULT_METRIC,
               max_jobs: int = planning.MAX_JOBS, quiet: bool = False) -> SweepResult:
     """Run every combination of `overrides` as a child run; see the module docstring."""
-    if workers is not None and workers < 1:
-        raise SweepDefinitionError(f"workers={workers}: give 1 or more")
-    if timeout is not None and timeout <= 0:
-        raise SweepDefinitionError(f"timeout={timeout}: give a number of seconds above 0")
+    check_limits(workers, timeout)
     workers = workers or default_workers()
     found, overrides, combinations = _definition(notebook, overrides, sweep_file, resume,
                                                  max_jobs)
-    with _StopSignals() as stop, get_executor("local", workers=workers, timeout=timeout,
+    with StopSignals() as stop, get_executor("local", workers=workers, timeout=timeout,
                                              engine=engine) as executor:
         # the executor warms up while this process validates every job and creates the store
         executor.prepare(str(found.path), found.config_name, combinations[0])
         jobs = planning.validate(combinations, found)
         sweep_id = planning.sweep_id(str(found.path), jobs)
-        output_dir = _output_folder(jobs[0], sweep_id)
-        with _one_driver(jobs[0], sweep_id):
+        output_dir = output_folder(jobs[0], sweep_id)
+        with one_driver(jobs[0], sweep_id):
             stop.defer()  # from here on, a signal ends the record properly
             definition, secrets_file = secrets.hide_in_definition(  # secrets: a 0600 file only
                 {"notebook": str(found.path), "config_name": found.config_name,
                  "overrides": overrides, **planning.describe(jobs)},
                 jobs[0].tracking_uri, sweep_id)
-            recorder, skipped = _open_record(jobs, sweep_id, definition, metric)
+            from sweepbook.sweep.recorder import SweepRecorder, sweep_params  # MLflow: slow
+
+            recorder = open_record(SweepRecorder, jobs[0], sweep_id, definition, metric,
+                                    sweep_params(definition))
+            skipped = recorder.skipped(jobs)
             executor.store_ready(jobs[0].tracking_uri)
             result = SweepResult(sweep_id, recorder.parent_run_id, metric, skipped,
                                  tracking_uri=jobs[0].tracking_uri)
             try:
-                launch = _Launch(str(found.path), output_dir,
+                launch = Launch(str(found.path), output_dir,
                                  max(1, (os.cpu_count() or 1) // workers),
                                  jobs[0].tracking_uri, recorder.experiment_id, secrets_file)
                 done = {r.index for r in skipped}
                 source = GridSource(job for job in jobs if job.index not in done)
-                _execute(recorder, launch, executor, source, {job.index: job for job in jobs},
-                         result, stop, quiet)
+                shown = progress(f"sweep {sweep_id}", len(jobs), skipped, metric,
+                                 direction_for(metric), quiet)
+                execute_jobs(recorder, launch, executor, source, result, stop, shown)
             finally:
-                _close(recorder, result)
+                close_record(recorder, result)
             if result.ok and not result.count(NOT_STARTED):  # nothing left to resume
                 secrets.forget(secrets_file)
     return result

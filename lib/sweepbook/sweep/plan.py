@@ -12,7 +12,7 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -47,6 +47,8 @@ class Job:
     tracking_uri: str
     artifact_root: Optional[str]  # where the experiment's artifacts go (None: server decides)
     output_dir: str  # paths.output_dir: executed notebooks go to <output_dir>/sweeps/<id>/
+    environment: Dict[str, str] = field(default_factory=dict)  # this job's own (a trial's link)
+    problem: Optional[str] = None  # why it cannot run (a search's trial that is invalid)
 
 
 class SweepDefinitionError(ValueError):
@@ -205,6 +207,35 @@ def _job(index: int, overrides: List[str], composer: _Composer) -> Job:
     return Job(index, overrides, run_name(cfg, overrides, made.choices), config_hash(cfg),
                cfg.expname, cfg.tracking.uri, artifact_root(cfg.tracking.uri, cfg),
                cfg.paths.output_dir)
+
+
+class Validator:
+    """Validates a search's trials one at a time, as they are asked for: each is composed
+    like a sweep's job, and must share the first job's experiment and store."""
+
+    def __init__(self, notebook: Notebook, first: Job):
+        self.notebook, self.first = notebook, first
+        self.composer = _Composer(notebook)
+
+    def job(self, index: int, overrides: List[str]) -> Job:
+        """The job, or one that says why it cannot run (`problem`)."""
+        try:
+            with importable_from(self.notebook.path.parent):
+                job = _job(index, overrides, self.composer)
+        except ConfigError as error:
+            return self._refused(index, overrides, str(error))
+        for attribute in ("expname", "tracking_uri"):
+            if getattr(job, attribute) != getattr(self.first, attribute):
+                return self._refused(index, overrides, f"its {attribute} differs from the "
+                                     f"search's ({getattr(self.first, attribute)})")
+        return job
+
+    def _refused(self, index: int, overrides: List[str], problem: str) -> Job:
+        name = ",".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, _, value in
+                        (o.partition("=") for o in redact_overrides(overrides)))
+        return Job(index, overrides, name[:250], "", self.first.expname,
+                   self.first.tracking_uri, self.first.artifact_root, self.first.output_dir,
+                   problem=f"invalid config: {problem}"[:5000])
 
 
 def _check_same(jobs: List[Job], attribute: str) -> None:

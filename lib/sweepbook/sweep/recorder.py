@@ -5,13 +5,15 @@ import, and the template needs that head start more than the driver. Jobs record
 runs (executors/job.py); the recorder ends what a job could not end itself (a timeout, a
 cancel, a crash) and reads back what each run says.
 """
+import json
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Dict, List
 
 import yaml
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -42,14 +44,19 @@ def resume_definition(tracking_uri: str, sweep_id: str) -> Dict:
     return restore_definition(yaml.safe_load(Path(path).read_text()))
 
 
-def _create_parent(client, experiment_id: str, sweep_id: str, definition: Dict) -> str:
-    run = client.create_run(experiment_id, run_name=f"sweep-{sweep_id}", tags={
+def sweep_params(definition: Dict) -> Dict[str, str]:
+    """A grid sweep's parent params: its notebook, its job count and its overrides."""
+    return {record.SWEEP_NOTEBOOK_PARAM: definition["notebook"],
+            record.SWEEP_JOBS_PARAM: str(len(definition["jobs"])),
+            record.SWEEP_OVERRIDES_PARAM: " ".join(definition["overrides"])[:6000]}
+
+
+def _create_parent(client, experiment_id: str, sweep_id: str, definition: Dict, run_name: str,
+                   params: Dict[str, str]) -> str:
+    run = client.create_run(experiment_id, run_name=run_name, tags={
         record.SWEEP_TAG: sweep_id, record.ROLE_TAG: record.PARENT_ROLE,
         record.SOURCE_NAME_TAG: definition["notebook"], record.SOURCE_TYPE_TAG: "NOTEBOOK"})
-    client.log_batch(run.info.run_id, params=[
-        Param(record.SWEEP_NOTEBOOK_PARAM, definition["notebook"]),
-        Param(record.SWEEP_JOBS_PARAM, str(len(definition["jobs"]))),
-        Param(record.SWEEP_OVERRIDES_PARAM, " ".join(definition["overrides"])[:6000])])
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
     _log_definition(client, run.info.run_id, definition)
     return run.info.run_id
 
@@ -95,23 +102,28 @@ def _skipped_results(jobs: List[Job], children, metric: str) -> List[JobResult]:
 class SweepRecorder:
     """One sweep's parent run in MLflow, and a child run that tells the truth for each job."""
 
+    KIND = "sweep"  # the parent run is named <KIND>-<sweep id>
+
     def __init__(self, client: MlflowClient, experiment_id: str, parent_run_id: str,
-                 sweep_id: str, metric: str):
+                 sweep_id: str, metric: str, children=()):
         self.client = client
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.sweep_id = sweep_id
         self.metric = metric
+        self.children = list(children)  # the runs of earlier attempts
 
     @classmethod
-    def open(cls, jobs: List[Job], sweep_id: str, definition: Dict, metric: str):
-        """Create the store, experiment and parent run (or reopen the parent of an earlier
-        attempt, ending children it left RUNNING); returns the recorder and skipped jobs."""
-        client = open_store(jobs[0].tracking_uri)
-        experiment_id = ensure_experiment(client, jobs[0].expname, jobs[0].artifact_root)
+    def open(cls, first: Job, sweep_id: str, definition: Dict, metric: str,
+             params: Dict[str, str]):
+        """Create the store, experiment and parent run with `params` (or reopen the parent of
+        an earlier attempt, ending children it left RUNNING)."""
+        client = open_store(first.tracking_uri)
+        experiment_id = ensure_experiment(client, first.expname, first.artifact_root)
         parent = find_parent(client, sweep_id)
         if parent is None:
-            parent_run_id = _create_parent(client, experiment_id, sweep_id, definition)
+            parent_run_id = _create_parent(client, experiment_id, sweep_id, definition,
+                                           f"{cls.KIND}-{sweep_id}", params)
             children = []
         else:
             parent_run_id = parent.info.run_id
@@ -121,8 +133,11 @@ class SweepRecorder:
             logged = {a.path for a in client.list_artifacts(parent_run_id)}
             if record.SWEEP_DEFINITION_ARTIFACT not in logged:
                 _log_definition(client, parent_run_id, definition)
-        recorder = cls(client, experiment_id, parent_run_id, sweep_id, metric)
-        return recorder, _skipped_results(jobs, children, metric)
+        return cls(client, experiment_id, parent_run_id, sweep_id, metric, children)
+
+    def skipped(self, jobs: List[Job]) -> List[JobResult]:
+        """Jobs whose config already has a FINISHED child run."""
+        return _skipped_results(jobs, self.children, self.metric)
 
     def tags(self, job: Job, launch_id: str) -> Dict[str, str]:
         """The child run's tags, passed to the notebook as its `tags` parameter."""
@@ -135,6 +150,15 @@ class SweepRecorder:
         return (find_launched_run(self.client, outcome.spec.launch_id)
                 or create_placeholder(self.client, self.experiment_id, job.name,
                                       outcome.spec.parameters["tags"], self.parent_run_id))
+
+    def refuse(self, job: Job) -> JobResult:
+        """A job that cannot run (job.problem): a FAILED run that says why, so MLflow shows it."""
+        tags = {**self.tags(job, uuid.uuid4().hex), record.ERROR_TAG: job.problem}
+        run = create_placeholder(self.client, self.experiment_id, job.name, tags,
+                                 self.parent_run_id)
+        self.client.set_terminated(run.info.run_id, "FAILED")
+        return JobResult(job.index, job.name, "FAILED", None, 0.0, None, run.info.run_id,
+                         job.problem)
 
     def record(self, job: Job, outcome: Outcome) -> JobResult:
         """End the job's run if nothing else did (timeout, cancel, crash), then read it back:
@@ -150,9 +174,11 @@ class SweepRecorder:
             self.client.set_terminated(run_id, "KILLED" if outcome.status == "KILLED"
                                        else "FAILED")
             run = self.client.get_run(run_id)
-        return JobResult(job.index, job.name, run.info.status,
+        pruned = run.info.status == "KILLED" and record.PRUNED_TAG in run.data.tags
+        return JobResult(job.index, job.name, record.PRUNED if pruned else run.info.status,
                          run.data.metrics.get(self.metric), outcome.seconds, outcome.notebook,
-                         run_id, run.data.tags.get(record.ERROR_TAG))
+                         run_id, run.data.tags.get(record.PRUNED_TAG if pruned
+                                                   else record.ERROR_TAG))
 
     def close(self, result: SweepResult) -> None:
         """Final job counts on the parent (one step per attempt) and its status."""
@@ -167,3 +193,47 @@ class SweepRecorder:
                                 f"the sweep stopped: {result.aborted}")
         status = "KILLED" if result.interrupted else ("FINISHED" if result.ok else "FAILED")
         self.client.set_terminated(self.parent_run_id, status)
+
+
+class TuneRecorder(SweepRecorder):
+    """A search's parent run `tune-<study>`: the space, the sampler and pruner, the best value
+    and params as they improve, and at the end its figures; each trial's run is tagged with
+    its number and its state."""
+    KIND = "tune"
+    FIGURES = "tune"  # the parent's folder of figures
+
+    def tags(self, job: Job, launch_id: str) -> Dict[str, str]:
+        return {**super().tags(job, launch_id), record.TRIAL_TAG: str(job.index)}
+
+    def set_settings(self, settings: Dict[str, str]) -> None:
+        """This attempt's settings (a resumed search may change its sampler or trials)."""
+        self.client.log_batch(self.parent_run_id, tags=[
+            RunTag(f"sweepbook.tune.{key}", str(value)) for key, value in settings.items()])
+
+    def earlier_trials(self, trials) -> List[JobResult]:
+        """Trials ended by earlier attempts, as SKIPPED rows with their value and run."""
+        runs = {c.data.tags.get(record.TRIAL_TAG): c for c in self.children}
+        rows = []
+        for trial in trials:
+            run = runs.get(str(trial.number))
+            rows.append(JobResult(trial.number, run.info.run_name if run else f"trial {trial.number}",
+                                  SKIPPED, trial.value, None, None,
+                                  run.info.run_id if run else None))
+        return rows
+
+    def told(self, result: JobResult, trial, best) -> None:
+        """The trial's state on its run, and the parent's best if this trial is it."""
+        if result.run_id:
+            self.client.set_tag(result.run_id, record.TRIAL_STATE_TAG, trial.state.name)
+        if best is not None and best.number == trial.number:
+            self.client.log_batch(
+                self.parent_run_id,
+                metrics=[Metric(record.BEST_VALUE_METRIC, best.value,
+                                int(time.time() * 1000), best.number)],
+                tags=[RunTag(record.BEST_TRIAL_TAG, str(best.number)),
+                      RunTag(record.BEST_PARAMS_TAG, json.dumps(best.params)[:5000])])
+
+    def log_figures(self, folder: Path) -> None:
+        """The study's figures (study.write_figures) on the parent run."""
+        if any(folder.iterdir()):
+            self.client.log_artifacts(self.parent_run_id, str(folder), self.FIGURES)

@@ -1,6 +1,6 @@
 """What a sweep tells its caller: one row per job, and the sweep's overall outcome."""
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from sweepbook.tracking.record import COUNTED_STATUSES
 
@@ -53,3 +53,25 @@ class SweepResult:
                  "seconds": None if r.seconds is None else round(r.seconds, 1),
                  "notebook": r.notebook, "run_id": r.run_id} for r in self.results]
         return pd.DataFrame(rows).set_index("job")
+
+
+@dataclass
+class BestTrial:
+    number: int  # the trial's number in its study
+    value: float
+    params: Dict[str, Any]  # as sampled: config key -> value
+    run_id: Optional[str]  # its MLflow run
+
+
+@dataclass
+class TuneResult(SweepResult):
+    """A search's outcome: a row per trial (earlier attempts' as SKIPPED), and the best one
+    (a COMPLETE trial: never a pruned one)."""
+    study: str = ""
+    storage: str = ""  # the study's database (redacted)
+    best: Optional[BestTrial] = None
+
+    def table(self):
+        table = super().table()
+        table.index.name = "trial"
+        return table

@@ -3,7 +3,8 @@
 - The store's first use: parallel processes opening a fresh SQLite store together run its
   schema migrations twice (alembic "Online migration expected to match one row", "table
   latest_metrics already exists"); one at a time, the second finds the schema made.
-- One driver per sweep: a second driver of the same sweep id is refused, instead of both
+- The first use of the studies' database (Optuna's, beside the store), the same way.
+- One driver per sweep (or search): a second driver of the same sweep id is refused, instead of both
   running the same jobs into the same notebook paths.
 
 Both are `fcntl.flock` locks on files in `<mlflow.db>.sweepbook/locks/` (beside the output
@@ -88,6 +89,11 @@ def first_use(tracking_uri: str):
     if beside is None:
         return contextlib.nullcontext()  # a server serializes its own migrations
     return exclusive(beside / LOCKS / "first-use.lock", wait=True)
+
+
+def first_study_use(tracking_uri: str, output_dir: str):
+    """Serializes opening the studies' database (Optuna migrates a fresh one as MLflow does)."""
+    return exclusive(lock_folder(tracking_uri, output_dir) / "study-first-use.lock", wait=True)
 
 
 def sweep_driver(tracking_uri: str, output_dir: str, sweep_id: str):

@@ -34,14 +34,25 @@ INDEX_TAG = "sweepbook.job_index"  # the job's place in the sweep
 HASH_TAG = "sweepbook.config_hash"  # the job's resolved config: equal hashes, equal runs
 LAUNCH_TAG = "sweepbook.launch_id"  # one launch of a notebook: how its run is found again
 
+# tags of a search's runs (sweepbook tune): a trial's run is a sweep job with these too
+TRIAL_TAG = "sweepbook.trial"  # the Optuna trial's number in its study
+TRIAL_STATE_TAG = "sweepbook.trial_state"  # COMPLETE, PRUNED or FAIL, as told to Optuna
+PRUNED_TAG = "sweepbook.pruned"  # on a pruned trial's run (ended KILLED): where and why
+BEST_TRIAL_TAG = "sweepbook.best_trial"  # on a search's parent: the best trial so far
+BEST_PARAMS_TAG = "sweepbook.best_params"  # on a search's parent: its params (JSON)
+BEST_VALUE_METRIC = "best_value"  # on a search's parent: the best value, step = trial number
+
 # params of a sweep's parent run, and its per-attempt job counts (metric per status)
 SWEEP_NOTEBOOK_PARAM = "sweep.notebook"
 SWEEP_JOBS_PARAM = "sweep.jobs"
 SWEEP_OVERRIDES_PARAM = "sweep.overrides"
 JOB_COUNT_METRIC = "jobs_{}"  # jobs_finished, jobs_failed, jobs_killed, jobs_skipped
-COUNTED_STATUSES = ("FINISHED", "FAILED", "KILLED", "SKIPPED")  # SKIPPED: finished earlier
+PRUNED = "PRUNED"  # a search's trial stopped early by its pruner: its run ends KILLED
+COUNTED_STATUSES = ("FINISHED", "FAILED", "KILLED", "SKIPPED", PRUNED)  # SKIPPED: done earlier
 NOT_STARTED = "NOT STARTED"  # a job a stopped sweep never reached (not a run status)
 DEFAULT_METRIC = "test_acc"  # what sweeps show and comparisons rank by unless told otherwise
+DIRECTIONS = ("max", "min")
+MINIMIZED = ("loss", "error", "time", "seconds", "rmse", "mse", "mae")  # better going down
 
 # artifacts
 CONFIG_ARTIFACT = "config.yaml"  # the resolved config, secrets redacted
@@ -59,6 +70,11 @@ MAX_RUN_NAME = 250
 def safe_name(name: str) -> str:
     """A file-name-safe version of an experiment name."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "experiment"
+
+
+def direction_for(metric: str) -> str:
+    """'min' for names with a loss, an error, a time, RMSE, MSE or MAE in them, else 'max'."""
+    return "min" if any(word in metric.lower() for word in MINIMIZED) else "max"
 
 
 def job_count_metric(status: str) -> str:

@@ -6,7 +6,8 @@
 
 The run is always new (a stray MLFLOW_RUN_ID is dropped, never resumed), it records the
 overrides and primary config `cfg` was composed with, its config is logged once, metrics are
-buffered (see metrics.py), and it ends FINISHED, FAILED or KILLED. MLflow's global tracking
+buffered (see metrics.py), and it ends FINISHED, FAILED or KILLED (a search's pruned trial:
+KILLED and tagged pruned, see trial.py). MLflow's global tracking
 URI (and MLFLOW_TRACKING_URI) point at the run's store while it is open, and are put back.
 """
 import copy
@@ -29,6 +30,7 @@ from sweepbook.env import patched_environ
 from sweepbook.params import config_params, redact, redact_overrides, to_container
 from sweepbook.tracking import record
 from sweepbook.tracking.metrics import MetricBuffer
+from sweepbook.tracking.trial import TrialPruned, reporter_from_environment
 from sweepbook.tracking.location import artifact_root
 from sweepbook.tracking.store import ensure_experiment, open_store, using_tracking_uri
 
@@ -88,7 +90,9 @@ def quiet_logger(logger_name: str) -> Iterator[None]:
 
 
 class TrackedRun:
-    """The open run: buffered metrics, figures, the model, and a local output folder."""
+    """The open run: buffered metrics, figures, the model, and a local output folder. In a
+    search's job, metrics also go to the job's trial, whose pruner may stop the training
+    (TrialPruned, from log_metric or log_metrics)."""
 
     def __init__(self, client: MlflowClient, run_id: str, output_dir: Path, tracking_cfg):
         self.client = client
@@ -96,13 +100,16 @@ class TrackedRun:
         self.output_dir = output_dir
         self.metrics = MetricBuffer(client, run_id, tracking_cfg.flush_interval,
                                     tracking_cfg.flush_size)
+        self.trial = reporter_from_environment()
         self._logged: Dict[str, int] = {}  # output file -> mtime when logged
 
     def log_metric(self, key: str, value: float, step: int = 0) -> None:
-        self.metrics.log(key, value, step)
+        self.log_metrics({key: value}, step)
 
     def log_metrics(self, metrics: Dict[str, float], step: int = 0) -> None:
         self.metrics.log_dict(metrics, step)
+        if self.trial is not None:
+            self.trial.report(metrics, step)
 
     def log_figure(self, figure, name: str) -> Path:
         """Save a matplotlib figure as <output_dir>/figures/<name>, log it, close it.
@@ -227,6 +234,10 @@ def start_run(cfg, overrides: Optional[Iterable[str]] = None,
         try:
             run.log_config(cfg, list(made.overrides))
             yield run
+        except TrialPruned as pruned:  # the search's pruner stopped it: not a failure
+            run.client.set_tag(run.run_id, record.PRUNED_TAG, str(pruned))
+            _end_run(run, "KILLED")
+            raise
         except KeyboardInterrupt:
             _end_run(run, "KILLED")
             raise

@@ -1,0 +1,189 @@
+"""A search's Optuna study, from its driver's side: its name, its sampler, and the repairs a
+stopped or killed driver leaves to the next command.
+
+A trial stopped with its search (Ctrl-C, SIGTERM, a killed driver) is told FAILED, marked
+interrupted, and its params queued again (enqueue_trial): the next command runs the same
+config. Interrupted trials do not count towards `--trials`; every other ended trial does
+(COMPLETE, PRUNED, or FAILED: a config that fails fails again).
+"""
+import contextlib
+import hashlib
+import json
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence
+
+from sweepbook.sweep.plan import SweepDefinitionError
+from sweepbook.tracking.trial import make_pruner, open_storage
+
+METRIC_ATTR, DIRECTION_ATTR = "sweepbook.metric", "sweepbook.direction"  # the study's
+REASON_ATTR = "sweepbook.reason"  # why a trial failed
+INTERRUPTED_ATTR = "sweepbook.interrupted"  # a trial stopped with its search: run again
+OPTUNA_DIRECTIONS = {"max": "maximize", "min": "minimize"}
+SAMPLER_NAMES = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler",
+                 "grid": "GridSampler"}
+
+
+def study_name(notebook: str, search: Sequence[str]) -> str:
+    """Same notebook and same search, same study: running the command again resumes it."""
+    identity = json.dumps([Path(notebook).name, sorted(search)])
+    return f"{Path(notebook).stem}-{hashlib.sha256(identity.encode()).hexdigest()[:10]}"
+
+
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's INFO lines ("A new study created ...") off, and back as they were after."""
+    import optuna
+
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+def make_sampler(name: str, seed: int, space):
+    """The sampler called `name`, seeded. TPE's constant liar keeps parallel workers from
+    sampling next to each other's running trials."""
+    import optuna
+
+    samplers = optuna.samplers
+    if name == "tpe":
+        return samplers.TPESampler(seed=seed, constant_liar=True)
+    if name == "random":
+        return samplers.RandomSampler(seed=seed)
+    if name == "cmaes":  # categorical keys are sampled independently: said once, not per trial
+        return samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "grid":
+        return samplers.GridSampler(space.grid(), seed=seed)
+    raise ValueError(f"sampler {name!r}: valid are {', '.join(SAMPLER_NAMES)}")
+
+
+def open_study(storage: str, name: str, metric: str, direction: str, pruner: str):
+    """The study `name` (made, or loaded to resume it); one made for another metric or
+    direction is refused, naming what it optimizes."""
+    import optuna
+
+    with quiet_optuna():
+        study = optuna.create_study(storage=open_storage(storage), study_name=name,
+                                    direction=OPTUNA_DIRECTIONS[direction],
+                                    pruner=make_pruner(pruner), load_if_exists=True)
+    made_for = (study.user_attrs.get(METRIC_ATTR), study.user_attrs.get(DIRECTION_ATTR))
+    if made_for == (None, None):
+        study.set_user_attr(METRIC_ATTR, metric)
+        study.set_user_attr(DIRECTION_ATTR, direction)
+    elif made_for != (metric, direction):
+        raise SweepDefinitionError(
+            f"study {name!r} optimizes {made_for[0]} ({made_for[1]}), not {metric} "
+            f"({direction}): give --metric {made_for[0]} --direction {made_for[1]} to go on "
+            f"with it, or --study NEW_NAME for a new study")
+    return study
+
+
+def _is_interrupted(trial) -> bool:
+    return bool(trial.user_attrs.get(INTERRUPTED_ATTR))
+
+
+def counted(study) -> List:
+    """The trials that count towards --trials: ended, and not interrupted."""
+    from optuna.trial import TrialState
+
+    return [t for t in study.get_trials(deepcopy=False)
+            if t.state.is_finished() and not (t.state == TrialState.FAIL and _is_interrupted(t))]
+
+
+def tell_failed(study, trial, reason: str):
+    """Tell `trial` FAILED with `reason` (kept in its user attrs)."""
+    from optuna.trial import TrialState
+
+    study._storage.set_trial_user_attr(trial_id(study, trial), REASON_ATTR, reason[:1000])
+    return study.tell(trial, state=TrialState.FAIL)
+
+
+def interrupt(study, trial, reason: Optional[str]):
+    """A trial stopped with its search: FAILED and interrupted, its params queued again."""
+    from optuna.trial import TrialState
+
+    storage, identifier = study._storage, trial_id(study, trial)
+    params = storage.get_trial(identifier).params
+    storage.set_trial_user_attr(identifier, INTERRUPTED_ATTR, True)
+    storage.set_trial_user_attr(identifier, REASON_ATTR, (reason or "interrupted")[:1000])
+    if params:
+        study.enqueue_trial(params)
+    return study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def trial_id(study, trial) -> int:
+    """The storage's id of a trial given as an optuna Trial or by its number. (Optuna has no
+    public way to set a user attr on a trial another process runs: its storage is used.)"""
+    if hasattr(trial, "_trial_id"):
+        return trial._trial_id
+    return study._storage.get_trial_id_from_study_id_trial_number(study._study_id, trial)
+
+
+def repair(study) -> int:
+    """Trials a killed driver left RUNNING: interrupted (queued again). How many there were."""
+    from optuna.trial import TrialState
+
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in stale:
+        interrupt(study, trial.number, "its search's driver died")
+    return len(stale)
+
+
+def best_trial(study):
+    """The best COMPLETE trial (pruned ones never are), or None before any."""
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+def _intermediate_values(study, metric: str):
+    """Each trial's reported values by step; a pruned trial ends in a red x where it stopped."""
+    import matplotlib.pyplot as plt
+    from optuna.trial import TrialState
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for trial in study.get_trials(deepcopy=False):
+        steps = sorted(trial.intermediate_values)
+        if not steps:
+            continue
+        values = [trial.intermediate_values[s] for s in steps]
+        pruned = trial.state == TrialState.PRUNED
+        axes.plot(steps, values, color="tab:gray" if pruned else "tab:blue", alpha=0.7, lw=1)
+        if pruned:
+            axes.plot(steps[-1], values[-1], "x", color="tab:red", ms=8)
+    axes.plot([], [], "x", color="tab:red", label="pruned here")
+    axes.plot([], [], color="tab:blue", label="ran to the end")
+    axes.set(xlabel="step", ylabel=metric, title="Intermediate values of every trial")
+    axes.legend(loc="best")
+    return figure
+
+
+def write_figures(study, folder: Path, metric: str) -> List[Path]:
+    """The optimization history, the parameter importances and the intermediate values, as
+    PNG files in `folder`; a figure the study cannot have yet (importances need two
+    finished trials) is left out."""
+    import warnings
+
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as optuna_plots
+
+    makers = {"optimization_history.png": lambda: optuna_plots.plot_optimization_history(study),
+              "param_importances.png": lambda: optuna_plots.plot_param_importances(study),
+              "intermediate_values.png": lambda: _intermediate_values(study, metric)}
+    written = []
+    for name, make in makers.items():
+        with warnings.catch_warnings(), quiet_optuna():
+            warnings.simplefilter("ignore")  # Optuna's matplotlib plots are "experimental"
+            try:
+                drawn = make()
+            except (ValueError, RuntimeError, ZeroDivisionError):
+                continue
+        figure = drawn if hasattr(drawn, "savefig") else drawn.figure
+        figure.tight_layout()
+        figure.savefig(folder / name, dpi=100)
+        plt.close(figure)
+        written.append(folder / name)
+    return written
