@@ -3,7 +3,7 @@
 The public API, for notebooks and scripts (each loaded on first use: importing sweepbook
 itself imports nothing heavy):
 
-    from sweepbook import compose, start_run, run_sweep, compare
+    from sweepbook import compose, start_run, run_sweep, run_tune, compare
 """
 import importlib
 
@@ -13,7 +13,7 @@ __all__ = [
     "load_dataset", "build_model", "fit", "evaluate", "seed_everything",  # training
     "CLASSIFICATION", "REGRESSION",
     "start_run", "TrackedRun",  # tracking
-    "run_sweep", "SweepResult",  # sweep
+    "run_sweep", "SweepResult", "run_tune", "TuneResult", "TrialPruned",  # sweep, search
     "compare",  # the read side: runs, plots, report, registry
 ]
 
@@ -29,6 +29,8 @@ _HOMES = {
     "REGRESSION": "sweepbook.training",
     "start_run": "sweepbook.tracking.run", "TrackedRun": "sweepbook.tracking.run",
     "run_sweep": "sweepbook.sweep.driver", "SweepResult": "sweepbook.sweep.results",
+    "run_tune": "sweepbook.sweep.tune", "TuneResult": "sweepbook.sweep.results",
+    "TrialPruned": "sweepbook.tracking.trial",
 }
 
 
