@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 from sweepbook.config import (DEFAULT_CONFIG, TELEMETRY_ENV, TRACKING_URI_ENV, ConfigError,
                               compose, default_store_uri)
 from sweepbook.env import patched_environ, signal_handlers
-from sweepbook.executors.local import ENGINES
+from sweepbook.executors.settings import ENGINES, split_overrides
 from sweepbook.params import redact_overrides, redact_uri
 from sweepbook.sweep.plan import MAX_JOBS
 from sweepbook.tracking.location import StoreError, check_store, sqlite_file
@@ -116,8 +116,9 @@ def cmd_sweep(args) -> int:
 
     if not args.resume and not args.notebook:
         return _fail("give a notebook to sweep, or --resume SWEEP_ID")
-    if args.resume and (args.notebook or args.overrides or args.sweep_file):
-        given = " ".join([args.notebook or "", *args.overrides, args.sweep_file or ""]).strip()
+    job_overrides = split_overrides(args.overrides)[0]
+    if args.resume and (args.notebook or job_overrides or args.sweep_file):
+        given = " ".join([args.notebook or "", *job_overrides, args.sweep_file or ""]).strip()
         return _fail(f"--resume {args.resume} takes no notebook, overrides or --sweep-file "
                      f"(given: {redact_overrides(given.split())}): the sweep's record holds "
                      f"them; to resume a sweep of another store, set MLFLOW_TRACKING_URI")
@@ -126,7 +127,7 @@ def cmd_sweep(args) -> int:
             _check_resumable(args.resume)
         result = run_sweep(args.notebook, args.overrides, sweep_file=args.sweep_file,
                            workers=args.workers, engine=args.engine, timeout=args.timeout,
-                           resume=args.resume, metric=args.metric, max_jobs=args.max_jobs,
+                           executor=args.executor, resume=args.resume, metric=args.metric, max_jobs=args.max_jobs,
                            quiet=args.quiet)
     except (SweepDefinitionError, ConfigError, StoreError) as error:
         return _fail(str(error))
@@ -174,7 +175,7 @@ def cmd_tune(args) -> int:
                           workers=args.workers, metric=args.metric, direction=args.direction,
                           sampler=args.sampler, pruner=args.pruner, study=args.study,
                           seed=args.seed, search_file=args.search_file, engine=args.engine,
-                          timeout=args.timeout, quiet=args.quiet)
+                          timeout=args.timeout, executor=args.executor, quiet=args.quiet)
     except (SweepDefinitionError, ConfigError, StoreError) as error:
         return _fail(str(error))
     except SweepStopped as stopped:
@@ -407,6 +408,17 @@ def _seed(value: str) -> int:
     return number
 
 
+def _executor_options(parser: argparse.ArgumentParser) -> None:
+    from sweepbook.schema import EXECUTOR_SETTINGS
+
+    parser.add_argument("--executor", choices=list(EXECUTOR_SETTINGS), default="local",
+                        help="where jobs run: local processes, or Ray tasks (conf/executor/; "
+                             "set its keys as overrides: executor.address=auto)")
+    parser.add_argument("--engine", choices=ENGINES,
+                        help="local executor: fork (warm forked processes, fast, the default) "
+                             "or kernel (a Jupyter kernel per job)")
+
+
 def _tune_parser(commands) -> None:
     from sweepbook.sweep.space import SAMPLERS
     from sweepbook.tracking.record import DIRECTIONS
@@ -432,10 +444,9 @@ def _tune_parser(commands) -> None:
     tune.add_argument("--seed", type=_seed, help="seeds the sampler (default: 0)")
     tune.add_argument("--search-file", help="YAML with `params:` and settings (or a name in "
                                             "conf/search/); the command line wins")
-    tune.add_argument("--engine", choices=ENGINES, default="fork",
-                      help="fork: warm forked processes (fast); kernel: a Jupyter kernel per job")
     tune.add_argument("--timeout", type=_seconds,
                       help="seconds a trial may take before it is stopped")
+    _executor_options(tune)
     tune.add_argument("--quiet", action="store_true", help="no progress bar")
     tune.set_defaults(func=cmd_tune)
 
@@ -457,10 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
                                             "conf/sweep/); command-line overrides win")
     sweep.add_argument("--workers", type=_at_least_one,
                        help="jobs at once (default: cores, at most 4)")
-    sweep.add_argument("--engine", choices=ENGINES, default="fork",
-                       help="fork: warm forked processes (fast); kernel: a Jupyter kernel per job")
     sweep.add_argument("--timeout", type=_seconds,
                        help="seconds a job may take before it is stopped")
+    _executor_options(sweep)
     sweep.add_argument("--max-jobs", type=_at_least_one, default=MAX_JOBS,
                        help=f"refuse sweeps of more jobs than this (default: {MAX_JOBS:,})")
     sweep.add_argument("--resume", metavar="SWEEP_ID", help="run what a sweep has not finished")

@@ -116,6 +116,33 @@ class RunSettings:
     training: Optional[TrainingConfig] = None  # sweepbook's training loop, when a config has one
 
 
+@dataclass
+class LocalExecutorConfig:
+    """conf/executor/local.yaml: each job a process on this machine."""
+    name: str = "local"  # the backend (executors.EXECUTORS)
+    workers: Optional[int] = _bounded(None, ge=1)  # jobs at once; none: the cores, at most 4
+    engine: str = "fork"  # fork: forked from a warm template; kernel: a Jupyter kernel per job
+    timeout: Optional[float] = _bounded(None, gt=0)  # seconds a job may take; none: no limit
+    gpus_per_job: int = _bounded(1, ge=0)  # GPUs each job gets (CUDA_VISIBLE_DEVICES) when
+    #                                        some are visible; 0: every job sees them all
+
+
+@dataclass
+class RayExecutorConfig:
+    """conf/executor/ray.yaml: each job a Ray task, on a local Ray or a cluster."""
+    name: str = "ray"  # the backend (executors.EXECUTORS)
+    address: Optional[str] = None  # none: a local Ray for this sweep only; auto or HOST:PORT:
+    #                                join a running cluster
+    workers: Optional[int] = _bounded(None, ge=1)  # jobs at once; none: the cluster's CPUs
+    #                                                divided by num_cpus
+    num_cpus: float = _bounded(1.0, gt=0)  # CPUs each job's task reserves
+    num_gpus: float = _bounded(0.0, ge=0)  # GPUs each job's task reserves
+    timeout: Optional[float] = _bounded(None, gt=0)  # seconds a job may take; none: no limit
+
+
+EXECUTOR_SETTINGS = {"local": LocalExecutorConfig, "ray": RayExecutorConfig}
+
+
 def range_problems(node: Any, prefix: str = "") -> Iterator[Tuple[str, Any, str]]:
     """(dotted key, value, why) for every bounded field of a dataclass tree out of range."""
     for spec in fields(node):

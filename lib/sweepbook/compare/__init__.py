@@ -1,5 +1,6 @@
 """The read side: runs of an experiment or a sweep side by side (runs), their figures (plots),
-an HTML report (report) and promotion in the Model Registry (registry).
+a search's own figures (search), an HTML report (report) and promotion in the Model Registry
+(registry).
 
 It reads the store through `sweepbook.tracking` alone, never the sweep or executor side.
 """
@@ -7,7 +8,9 @@ from sweepbook.compare.runs import (LATEST, ComparisonError, Scope, best_run, di
                                     load_model, load_runs, metric_histories, metric_names,
                                     ranked, read_artifact, resolve_scope, run_config, scope_for,
                                     summary_table, swept_params)
+from sweepbook.compare.search import SEARCH_FIGURES, search_figures
 
-__all__ = ["LATEST", "ComparisonError", "Scope", "best_run", "direction_for", "load_model",
-           "load_runs", "metric_histories", "metric_names", "ranked", "read_artifact",
-           "resolve_scope", "run_config", "scope_for", "summary_table", "swept_params"]
+__all__ = ["LATEST", "ComparisonError", "SEARCH_FIGURES", "Scope", "best_run", "direction_for",
+           "load_model", "load_runs", "metric_histories", "metric_names", "ranked",
+           "read_artifact", "resolve_scope", "run_config", "scope_for", "search_figures",
+           "summary_table", "swept_params"]

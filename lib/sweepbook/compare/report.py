@@ -3,6 +3,7 @@ PNG data, so it can be mailed or attached to a ticket and opened without a serve
 import base64
 import html
 import io
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, Optional, Sequence
@@ -13,6 +14,7 @@ from matplotlib.figure import Figure
 
 from sweepbook.compare import plots as compare_plots
 from sweepbook.compare import runs as compare
+from sweepbook.compare.search import SEARCH_FIGURES, search_figures
 from sweepbook.params import redact_uri
 from sweepbook.tracking.record import FIGURES_FOLDER
 
@@ -63,6 +65,16 @@ def _image(png: bytes, title: str) -> str:
     return f'<img alt="{html.escape(title)}" src="{png_data_uri(png)}">'
 
 
+def search_section(scope: compare.Scope) -> str:
+    """The search's own figures (its trials as Optuna saw them), or nothing for a scope that
+    is no search."""
+    with tempfile.TemporaryDirectory() as folder:
+        images = [f"<p>{html.escape(SEARCH_FIGURES[path.name])}</p>\n"
+                  + _image(path.read_bytes(), SEARCH_FIGURES[path.name])
+                  for path in search_figures(scope, folder)]
+    return _section("The search", "\n".join(images)) if images else ""
+
+
 def summary(scope: compare.Scope, count: int, metric: str, direction: Optional[str]) -> str:
     """The report's first line: how many runs from which store (its password hidden: a report
     is mailed around), ranked how, written when."""
@@ -81,7 +93,8 @@ def render(scope: compare.Scope, runs: pd.DataFrame, metric: str,
     parts = [f"<h1>{html.escape(title)}</h1>", summary(scope, len(runs), metric, direction),
              _section("Best run", f"<p><b>{html.escape(str(best['run_name']))}</b> "
                       f"(run {best['run_id']}): {metric} = {best[f'metrics.{metric}']:.4f}</p>"),
-             _section("Runs", table.to_html(float_format=lambda v: f"{v:.4g}"))]
+             _section("Runs", table.to_html(float_format=lambda v: f"{v:.4g}")),
+             search_section(scope)]
     for figure_title, figure in comparison_figures(scope, runs, metric).items():
         parts.append(_section(figure_title, _image(figure_png(figure), figure_title)))
     for path, caption in BEST_RUN_FIGURES.items():

@@ -14,7 +14,8 @@ from sweepbook.params import redact_uri
 from sweepbook.tracking.readers import reader_for
 from sweepbook.tracking import record
 from sweepbook.tracking.record import (CONFIG_ARTIFACT, DIRECTIONS, ERROR_TAG, MODEL_ARTIFACT,
-                                       PARENT_ROLE, ROLE_TAG, SWEEP_TAG, job_count_metric)
+                                       PARENT_ROLE, PRUNED, PRUNED_TAG, ROLE_TAG, SWEEP_TAG,
+                                       TRIAL_TAG, job_count_metric)
 from sweepbook.tracking.store import find_parent, using_tracking_uri
 
 LATEST = "latest"  # a sweep id meaning: the newest sweep (of the config's experiment) that
@@ -22,6 +23,8 @@ LATEST = "latest"  # a sweep id meaning: the newest sweep (of the config's exper
 LATEST_LOOKBACK = 100  # sweeps searched for it, newest first
 PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 KEYED_COLUMNS = ("metrics.", "params.", "tags.")
+SEARCH_RUN_PREFIX = "tune-"  # a search's parent run (sweepbook tune) is named tune-<study>
+SEARCH_METRIC_PARAM = "tune.metric"  # and records the metric it optimized
 
 
 class ComparisonError(ValueError):
@@ -35,6 +38,7 @@ class Scope:
     title: str  # 'experiment sweepbook' or 'sweep 1a2b3c4d'
     parent_run_id: Optional[str] = None  # only this sweep's children, when set
     sweep_id: Optional[str] = None  # the sweep compared, when one is
+    search: bool = False  # that sweep is a search (sweepbook tune): trials, pruning, figures
 
 
 def _experiment_ids(client: MlflowClient, name: str) -> List[str]:
@@ -59,6 +63,11 @@ def _sweep_parent(client: MlflowClient, sweep_id: str, experiment: Optional[str]
     return (with_results or parents or [None])[0]  # a sweep whose every job failed: skipped
 
 
+def _is_search(parent) -> bool:
+    return ((parent.info.run_name or "").startswith(SEARCH_RUN_PREFIX)
+            or SEARCH_METRIC_PARAM in parent.data.params)
+
+
 def resolve_scope(tracking_uri: str, experiment: Optional[str] = None,
                   sweep_id: Optional[str] = None) -> Scope:
     """The runs to compare: one sweep's children (`sweep_id`, or 'latest'), else an
@@ -79,8 +88,9 @@ def resolve_scope(tracking_uri: str, experiment: Optional[str] = None,
                               "id is printed when it ends, and tagged sweepbook.sweep_id on its "
                               "runs")
     found = parent.data.tags[SWEEP_TAG]
-    return Scope(tracking_uri, [parent.info.experiment_id], f"sweep {found}",
-                 parent.info.run_id, found)
+    search = _is_search(parent)
+    return Scope(tracking_uri, [parent.info.experiment_id],
+                 f"{'search' if search else 'sweep'} {found}", parent.info.run_id, found, search)
 
 
 def scope_for(cfg, experiment: Optional[str] = None, sweep_id: Optional[str] = None) -> Scope:
@@ -95,15 +105,26 @@ def scope_for(cfg, experiment: Optional[str] = None, sweep_id: Optional[str] = N
 def load_runs(scope: Scope) -> pd.DataFrame:
     """The scope's runs, one row each: params, final metrics, tags, status and duration.
 
-    A sweep's parent run is left out: it summarizes the sweep and holds no model.
+    A sweep's parent run is left out: it summarizes the sweep and holds no model. A search's
+    pruned trial has the status PRUNED.
     """
-    runs = reader_for(scope.tracking_uri).runs(scope.experiment_ids, scope.parent_run_id)
+    runs = _with_pruned_status(reader_for(scope.tracking_uri).runs(scope.experiment_ids,
+                                                                   scope.parent_run_id))
     if f"tags.{ROLE_TAG}" not in runs:
         return _not_empty(runs, scope)
     runs = runs[runs[f"tags.{ROLE_TAG}"] != PARENT_ROLE].reset_index(drop=True)
     logged_by_parents_only = [c for c in runs.columns
                               if c.startswith(KEYED_COLUMNS) and runs[c].isna().all()]
     return _not_empty(runs.drop(columns=logged_by_parents_only), scope)
+
+
+def _with_pruned_status(runs: pd.DataFrame) -> pd.DataFrame:
+    """MLflow has no PRUNED status: a pruned trial's run ends KILLED, tagged with where and why
+    its pruner stopped it. Shown PRUNED, as the search told it, not as a run someone killed."""
+    tag = f"tags.{PRUNED_TAG}"
+    if tag in runs:
+        runs.loc[(runs["status"] == "KILLED") & runs[tag].notna(), "status"] = PRUNED
+    return runs
 
 
 def _not_empty(runs: pd.DataFrame, scope: Scope) -> pd.DataFrame:
@@ -202,10 +223,16 @@ def best_run(runs: pd.DataFrame, metric: str, direction: Optional[str] = None) -
 
 def summary_table(runs: pd.DataFrame, metric: str, direction: Optional[str] = None,
                   extra_metrics: Sequence[str] = ()) -> pd.DataFrame:
-    """The ranked runs as a person reads them: name, status, metrics, swept params, duration."""
+    """The ranked runs as a person reads them: name, status, metrics, swept params, duration;
+    a search's trials with their trial number."""
     ordered = ranked(runs, metric, direction)
     metrics = [metric, *[m for m in extra_metrics if m != metric and f"metrics.{m}" in runs]]
-    columns = {"run_id": "run_id", "run_name": "run", "status": "status",
+    columns = {"run_id": "run_id"}
+    trial = f"tags.{TRIAL_TAG}"
+    if trial in ordered and ordered[trial].notna().any():
+        ordered[trial] = pd.to_numeric(ordered[trial], errors="coerce").astype("Int64")
+        columns[trial] = "trial"
+    columns = {**columns, "run_name": "run", "status": "status",
                **{f"metrics.{m}": m for m in metrics},
                **{p: p[len("params."):] for p in swept_params(runs)},
                "duration_s": "seconds"}

@@ -6,6 +6,7 @@ A job is one papermill execution of a notebook (job.py). It records its own run:
 notebook and log are logged by the job itself, so its record is complete even when the
 driver is gone. An Outcome tells the driver only what the job could not: how it ended.
 """
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Dict, List, Optional
@@ -53,6 +54,10 @@ class Executor(ABC):
         job: its notebook, primary config and overrides) while the driver still validates
         and creates the store. Nothing by default."""
 
+    def check_store(self, tracking_uri: str) -> None:
+        """Refuse (ConfigError) a store the jobs cannot reach from where they run. Nothing by
+        default: local jobs reach what the driver reaches."""
+
     def store_ready(self, tracking_uri: str) -> None:
         """The store exists now: workers may open it. Nothing by default."""
 
@@ -69,6 +74,11 @@ class Executor(ABC):
     @abstractmethod
     def running(self) -> int:
         """Jobs started and not yet reported by poll() or cancel()."""
+
+    @property
+    def threads_per_job(self) -> int:
+        """Torch threads for each job: the cores shared by the workers."""
+        return max(1, (os.cpu_count() or 1) // self.workers)
 
     def has_room(self) -> bool:
         return self.running < self.workers

@@ -16,24 +16,61 @@ import json
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from sweepbook.config import ConfigError
 from sweepbook.env import patched_environ
 from sweepbook.params import redact_overrides
 from sweepbook.executors.base import Executor, JobSpec, Outcome
 from sweepbook.executors.job import EXIT_OK, EXIT_PRUNED, run_job
+from sweepbook.executors.settings import ENGINES
 from sweepbook.tracking.record import PRUNED
 
-ENGINES = ("fork", "kernel")
 TEMPLATE_MODULE = "sweepbook.executors.template"
 POOL_ENV, NULL_POOL = "MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool"  # no pooled connections
 STORE_LOCK_ENV = "SWEEPBOOK_STORE_LOCK"  # the template waits on it before its first store query
 WARMUP_CONFIG_ENV = "SWEEPBOOK_WARMUP_CONFIG"  # JSON: notebook, config_name, overrides
 STOP_GRACE_S = 10.0  # a stopped job's time to end its run KILLED and log its files
+GPU_COUNT_ENV = "SWEEPBOOK_VISIBLE_GPUS"  # a GPU count that overrides what this machine shows:
+#                                           how slots are tested on a machine without GPUs
+CUDA_DEVICES_ENV = "CUDA_VISIBLE_DEVICES"
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def visible_gpus() -> List[str]:
+    """The GPU ids jobs may be given: $SWEEPBOOK_VISIBLE_GPUS (a count), else
+    $CUDA_VISIBLE_DEVICES, else the GPUs nvidia-smi lists (none without a driver)."""
+    if os.environ.get(GPU_COUNT_ENV):
+        return [str(i) for i in range(int(os.environ[GPU_COUNT_ENV]))]
+    if CUDA_DEVICES_ENV in os.environ:
+        return [d.strip() for d in os.environ[CUDA_DEVICES_ENV].split(",")
+                if d.strip() and d.strip() != "-1"]
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    count = sum(line.startswith("GPU ") for line in listed.stdout.splitlines())
+    return [str(i) for i in range(count)] if listed.returncode == 0 else []
+
+
+def gpu_slots(devices: List[str], per_job: int) -> List[str]:
+    """The CUDA_VISIBLE_DEVICES value of each worker slot: `per_job` GPUs each, never shared."""
+    if per_job == 0 or not devices:
+        return []
+    if per_job > len(devices):
+        raise ConfigError(f"executor.gpus_per_job={per_job}: only {len(devices)} GPUs are "
+                         f"visible ({','.join(devices)}); give {len(devices)} or fewer, or 0")
+    return [",".join(devices[i:i + per_job])
+            for i in range(0, len(devices) - per_job + 1, per_job)]
 
 
 def _context(engine: str):
@@ -94,6 +131,7 @@ class _Running:
     spec: JobSpec
     started: float
     reports: Connection  # the job sends its run's id here once its record is finished
+    gpus: Optional[str] = None  # its GPU slot (CUDA_VISIBLE_DEVICES), if GPUs are shared out
 
     def run_id(self) -> Optional[str]:
         """The id the job sent, if it got that far (a killed job sends none)."""
@@ -108,12 +146,18 @@ class _Running:
 class LocalExecutor(Executor):
     """Each job a process on this machine (see the module docstring for the engines)."""
 
-    def __init__(self, workers: int, timeout: Optional[float] = None, engine: str = "fork"):
-        super().__init__(workers, timeout)
+    def __init__(self, workers: Optional[int] = None, timeout: Optional[float] = None,
+                 engine: str = "fork", gpus_per_job: int = 0):
+        super().__init__(workers or default_workers(), timeout)
         self.context = _context(engine)
         self.in_process = engine == "fork"
         self._running: Dict[int, _Running] = {}
         self._handoff: Optional[StoreHandoff] = None
+        self.gpu_slots = gpu_slots(visible_gpus(), gpus_per_job)
+        if self.gpu_slots and self.workers > len(self.gpu_slots):
+            print(f"{len(self.gpu_slots)} workers, not {self.workers}: one per GPU slot "
+                  f"({' | '.join(self.gpu_slots)})", file=sys.stderr)
+            self.workers = len(self.gpu_slots)
 
     def prepare(self, notebook: str, config_name: str, overrides: List[str]) -> None:
         """Start the fork engine's template now, so that it warms up (with the sweep's own
@@ -157,15 +201,22 @@ class LocalExecutor(Executor):
     def running(self) -> int:
         return len(self._running)
 
+    def _free_gpus(self) -> Optional[str]:
+        taken = {job.gpus for job in self._running.values()}
+        return next((slot for slot in self.gpu_slots if slot not in taken), None)
+
     def start(self, spec: JobSpec) -> None:
         if self.in_process:  # forked from the template: never share its SQLite connections
             spec = dataclasses.replace(spec, env={**spec.env, POOL_ENV: NULL_POOL})
+        gpus = self._free_gpus()
+        if gpus is not None:
+            spec = dataclasses.replace(spec, env={**spec.env, CUDA_DEVICES_ENV: gpus})
         reports, sender = self.context.Pipe(duplex=False)
         process = self.context.Process(target=run_job, args=(spec, self.in_process, sender),
                                        daemon=False, name=f"sweepbook-job-{spec.index}")
         process.start()
         sender.close()  # the job holds the only sending end: its end is the pipe's end
-        self._running[spec.index] = _Running(process, spec, time.monotonic(), reports)
+        self._running[spec.index] = _Running(process, spec, time.monotonic(), reports, gpus)
 
     @staticmethod
     def _signal(process, signum) -> None:

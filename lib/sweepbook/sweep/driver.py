@@ -23,7 +23,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 from sweepbook import notebook as notebooks
 from sweepbook.tracking import secrets
 from sweepbook.env import signal_handlers
-from sweepbook.executors import Executor, JobSpec, get_executor
+from sweepbook.executors import Executor, JobSpec, make_executor
+from sweepbook.executors.settings import split_overrides
 from sweepbook.sweep import plan as planning
 from sweepbook.sweep.plan import Job, SweepDefinitionError
 from sweepbook.sweep.progress import progress
@@ -32,10 +33,6 @@ from sweepbook.sweep.sources import GridSource
 from sweepbook.config import SECRETS_ENV, TELEMETRY_ENV, TRACKING_URI_ENV, default_store_uri
 from sweepbook.params import redact_overrides, redact_uri
 from sweepbook.tracking.record import DEFAULT_METRIC, NOT_STARTED, RUN_ID_ENV, direction_for
-
-
-def default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
 
 
 @dataclass
@@ -142,9 +139,9 @@ def execute_jobs(recorder, launch: Launch, executor: Executor, source, result: S
         executor.start(launch.spec(job, parameters))
 
     def note(job: Job, job_result: JobResult) -> None:
+        result.results.append(job_result)  # first: a source that cannot be told stops the
+        shown.ended(job_result)  # sweep, and the job is still in its summary
         source.tell(job, job_result)
-        result.results.append(job_result)
-        shown.ended(job_result)
 
     def collect(outcomes):
         for outcome in outcomes:
@@ -255,19 +252,23 @@ def check_limits(workers: Optional[int], timeout: Optional[float]) -> None:
 
 def run_sweep(notebook: Optional[str], overrides: Sequence[str] = (), *,
               sweep_file: Optional[str] = None, workers: Optional[int] = None,
-              engine: str = "fork", timeout: Optional[float] = None,
-              resume: Optional[str] = None, metric: str = DEFAULT_METRIC,
-              max_jobs: int = planning.MAX_JOBS, quiet: bool = False) -> SweepResult:
-    """Run every combination of `overrides` as a child run; see the module docstring."""
+              engine: Optional[str] = None, timeout: Optional[float] = None,
+              executor: str = "local", resume: Optional[str] = None,
+              metric: str = DEFAULT_METRIC, max_jobs: int = planning.MAX_JOBS,
+              quiet: bool = False) -> SweepResult:
+    """Run every combination of `overrides` as a child run on `executor` (local or ray, its
+    settings in `executor.KEY=VALUE` overrides); see the module docstring."""
     check_limits(workers, timeout)
-    workers = workers or default_workers()
+    overrides, executor_overrides = split_overrides(overrides)
+    runner = make_executor(executor, executor_overrides, workers=workers, engine=engine,
+                           timeout=timeout)
     found, overrides, combinations = _definition(notebook, overrides, sweep_file, resume,
                                                  max_jobs)
-    with StopSignals() as stop, get_executor("local", workers=workers, timeout=timeout,
-                                             engine=engine) as executor:
+    with StopSignals() as stop, runner as executor:
         # the executor warms up while this process validates every job and creates the store
         executor.prepare(str(found.path), found.config_name, combinations[0])
         jobs = planning.validate(combinations, found)
+        executor.check_store(jobs[0].tracking_uri)
         sweep_id = planning.sweep_id(str(found.path), jobs)
         output_dir = output_folder(jobs[0], sweep_id)
         with one_driver(jobs[0], sweep_id):
@@ -285,9 +286,8 @@ def run_sweep(notebook: Optional[str], overrides: Sequence[str] = (), *,
             result = SweepResult(sweep_id, recorder.parent_run_id, metric, skipped,
                                  tracking_uri=jobs[0].tracking_uri)
             try:
-                launch = Launch(str(found.path), output_dir,
-                                 max(1, (os.cpu_count() or 1) // workers),
-                                 jobs[0].tracking_uri, recorder.experiment_id, secrets_file)
+                launch = Launch(str(found.path), output_dir, executor.threads_per_job,
+                                jobs[0].tracking_uri, recorder.experiment_id, secrets_file)
                 done = {r.index for r in skipped}
                 source = GridSource(job for job in jobs if job.index not in done)
                 shown = progress(f"sweep {sweep_id}", len(jobs), skipped, metric,

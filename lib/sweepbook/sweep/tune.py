@@ -15,7 +15,6 @@ tracked run, and its pruner can stop it there (TrialPruned): the run ends KILLED
 pruned, counted as pruned, never as failed, never the best.
 """
 import dataclasses
-import os
 import re
 import sys
 import tempfile
@@ -23,12 +22,13 @@ from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 from sweepbook import notebook as notebooks
-from sweepbook.executors import get_executor
+from sweepbook.executors import make_executor
+from sweepbook.executors.settings import split_overrides
 from sweepbook.params import redact_uri
 from sweepbook.sweep import plan as planning
 from sweepbook.sweep import space as spaces
 from sweepbook.sweep.driver import (close_record, execute_jobs, Launch, one_driver, open_record,
-                                    output_folder, StopSignals, check_limits, default_workers)
+                                    output_folder, StopSignals, check_limits)
 from sweepbook.sweep.plan import SweepDefinitionError
 from sweepbook.sweep.progress import progress
 from sweepbook.sweep.results import BestTrial, TuneResult
@@ -105,12 +105,16 @@ def run_tune(notebook: str, search: Sequence[str] = (), *, trials: Optional[int]
              direction: Optional[str] = None, sampler: Optional[str] = None,
              pruner: Optional[str] = None, study: Optional[str] = None,
              seed: Optional[int] = None, search_file: Optional[str] = None,
-             engine: str = "fork", timeout: Optional[float] = None,
-             quiet: bool = False) -> TuneResult:
-    """Search `search` (Hydra overrides) over `notebook`'s config; see the module docstring."""
+             engine: Optional[str] = None, timeout: Optional[float] = None,
+             executor: str = "local", quiet: bool = False) -> TuneResult:
+    """Search `search` (Hydra overrides) over `notebook`'s config on `executor` (local or ray,
+    its settings in `executor.KEY=VALUE` overrides); see the module docstring."""
     from sweepbook.sweep import study as studies
 
     check_limits(workers, timeout)
+    search, executor_overrides = split_overrides(search)
+    runner = make_executor(executor, executor_overrides, workers=workers, engine=engine,
+                           timeout=timeout)
     given = SearchSettings(trials=trials, metric=metric, direction=direction, sampler=sampler,
                            pruner=pruner, seed=seed)
     settings, overrides = _settings(given, search, search_file)
@@ -118,14 +122,13 @@ def run_tune(notebook: str, search: Sequence[str] = (), *, trials: Optional[int]
     searched = spaces.parse(overrides)
     trials = _trials(settings, searched)
     name = _study_name(study, found.path, overrides)
-    workers = workers or default_workers()
     print(f"search {name}: {trials} trials over {', '.join(searched.distributions)}: "
           f"validating...", file=sys.stderr, flush=True)
-    with StopSignals() as stop, get_executor("local", workers=workers, timeout=timeout,
-                                             engine=engine) as executor:
+    with StopSignals() as stop, runner as executor:
         corners = searched.corners()
         executor.prepare(str(found.path), found.config_name, corners[0])
         first = planning.validate(corners, found)[0]  # every choice and bound composes
+        executor.check_store(first.tracking_uri)
         storage = study_storage(first.tracking_uri)
         output_dir = output_folder(first, name)
         with one_driver(first, name):
@@ -151,16 +154,15 @@ def run_tune(notebook: str, search: Sequence[str] = (), *, trials: Optional[int]
                 "tune.storage": redact_uri(storage)})
             recorder.set_settings({"trials": trials, "sampler": settings.sampler,
                                    "pruner": settings.pruner, "seed": settings.seed,
-                                   "workers": workers})
+                                   "workers": executor.workers})
             executor.store_ready(first.tracking_uri)
             result = TuneResult(name, recorder.parent_run_id, settings.metric,
                                 recorder.earlier_trials(studies.counted(optuna_study)),
                                 tracking_uri=first.tracking_uri, study=name,
                                 storage=redact_uri(storage))
             try:
-                launch = Launch(str(found.path), output_dir,
-                                 max(1, (os.cpu_count() or 1) // workers),
-                                 first.tracking_uri, recorder.experiment_id, secrets_file)
+                launch = Launch(str(found.path), output_dir, executor.threads_per_job,
+                                first.tracking_uri, recorder.experiment_id, secrets_file)
                 source = StudySource(
                     optuna_study, searched, trials, settings.metric,
                     planning.Validator(found, first).job,

@@ -20,6 +20,7 @@ CONFIG_NAME_TAG = "sweepbook.config_name"  # the primary config, conf/<name>.yam
 CONFIG_EDITED_TAG = "sweepbook.config_edited"  # 'true': code changed cfg after compose, so
 #                                                the params, not the overrides, say what ran
 HOST_TAG = "sweepbook.host"
+DEVICES_TAG = "sweepbook.cuda_visible_devices"  # the GPUs the run could see, when restricted
 GIT_DIRTY_TAG = "sweepbook.git.dirty"  # 'true' when tracked files had uncommitted changes
 VERSION_TAG = "sweepbook.version.{}"  # package versions: python, sweepbook, torch, mlflow, ...
 SOURCE_NAME_TAG = "mlflow.source.name"  # the notebook

@@ -54,6 +54,8 @@ def source_tags(root: Path, notebook: Optional[str]) -> Dict[str, str]:
         record.HOST_TAG: socket.gethostname(),
         record.VERSION_TAG.format("python"): platform.python_version(),
     }
+    if "CUDA_VISIBLE_DEVICES" in os.environ:  # a sweep's GPU slot (executors/local.py)
+        tags[record.DEVICES_TAG] = os.environ["CUDA_VISIBLE_DEVICES"]
     commit = _git(root, "rev-parse", "HEAD")
     if commit:
         tags[record.GIT_COMMIT_TAG] = commit

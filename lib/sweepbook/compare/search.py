@@ -1,0 +1,39 @@
+"""A search's own figures (sweepbook tune): its driver draws them from the Optuna study when it
+ends and logs them on the search's parent run, so they are read here like any artifact, with
+no Optuna and no study storage needed."""
+from pathlib import Path
+from typing import List, Union
+
+from mlflow.tracking import MlflowClient
+
+from sweepbook.compare.runs import PROGRESS_BAR_ENV, Scope
+from sweepbook.env import patched_environ
+
+FIGURES_FOLDER = "tune"  # on the search's parent run
+SEARCH_FIGURES = {  # file name: what it shows, in the order a person reads them
+    "optimization_history.png": "optimization history: each trial's value, and the best so far",
+    "param_importances.png": "parameter importances: how much of the value each parameter "
+                             "explains",
+    "intermediate_values.png": "intermediate values: each trial's metric per epoch, a red x "
+                               "where the pruner stopped one",
+}
+
+
+def search_figures(scope: Scope, folder: Union[str, Path, None] = None) -> List[Path]:
+    """The search's figures as local PNG files, in SEARCH_FIGURES order; empty for a scope that
+    is not a search, and for a search whose driver has not logged them yet (it does when it
+    ends; importances need two finished trials).
+
+    They are downloaded into `folder` (in a `tune` folder there); without one, into a new
+    temporary folder.
+    """
+    if not scope.search:
+        return []
+    client = MlflowClient(scope.tracking_uri)
+    if not client.list_artifacts(scope.parent_run_id, FIGURES_FOLDER):
+        return []
+    # MLflow draws a progress bar on stderr even for small files
+    with patched_environ({PROGRESS_BAR_ENV: "false"}):
+        local = Path(client.download_artifacts(scope.parent_run_id, FIGURES_FOLDER,
+                                               None if folder is None else str(folder)))
+    return [local / name for name in SEARCH_FIGURES if (local / name).is_file()]
