@@ -105,8 +105,8 @@ def search(name: str, overrides: list, sampler: str, pruner: str, trials: int, w
         result = run_tune(str(NOTEBOOK), overrides + [f"paths.output_dir={store / 'outputs'}"],
                           trials=trials, workers=workers, metric=METRIC, sampler=sampler,
                           pruner=pruner, seed=seed, quiet=True)
-    wall = time.perf_counter() - started
-    ended = end_times(result)
+        wall = time.perf_counter() - started
+        ended = end_times(result)
     rows = sorted(result.results, key=lambda r: (ended.get(r.index) or math.inf, r.index))
     best = result.best.value if result.best else None
     return {"search": name, "seed": seed, "trials": len(rows), "best": best,

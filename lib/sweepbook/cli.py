@@ -322,6 +322,17 @@ def cmd_ui(args) -> int:
     return _serve(ui_command(cfg.tracking.uri, args.host, args.port))
 
 
+def cmd_server(args) -> int:
+    from sweepbook.tracking.server import ServerError, command
+
+    if args.overrides:
+        return _fail(f"sweepbook server {args.action} takes no arguments: {args.overrides}")
+    try:
+        return command(args.action, args.host, args.port)
+    except (ServerError, ConfigError) as error:
+        return _fail(str(error), code=1)
+
+
 class _Stopped(Exception):
     """SIGTERM or SIGHUP reached this process; args[0] is the signal."""
 
@@ -451,6 +462,20 @@ def _tune_parser(commands) -> None:
     tune.set_defaults(func=cmd_tune)
 
 
+def _server_parser(commands) -> None:
+    server = commands.add_parser("server", help="this project's tracking server for a team or "
+                                                "a cluster: PostgreSQL and mlflow server")
+    actions = server.add_subparsers(dest="action", required=True)
+    start = actions.add_parser("start", help="start it (again: says it runs) and print its URI")
+    start.add_argument("--host", default="127.0.0.1",
+                       help="address both servers listen on (default 127.0.0.1; 0.0.0.0: all)")
+    start.add_argument("--port", type=int, help="MLflow's port (default 5000, or a free one "
+                                                "when taken; 0: any free one)")
+    actions.add_parser("stop", help="end exactly the processes start started")
+    actions.add_parser("status", help="what runs where; exit 0 running, 3 not")
+    server.set_defaults(func=cmd_server, overrides=[], host="127.0.0.1", port=None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sweepbook", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -497,6 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(func=cmd_ui)
+    _server_parser(commands)
     return parser
 
 

@@ -40,6 +40,9 @@ DEFAULT_CONFIG = "train"
 RESOLVERS_FILE = "resolvers.py"  # conf/resolvers.py: the one home of custom OmegaConf resolvers
 VERSION_BASE = "1.3"
 REQUIRED_SECTIONS = ("paths", "tracking")  # every primary config needs them: absolute places
+SERVER_FOLDER = Path(".sweepbook", "server")  # `sweepbook server` (tracking/server.py)
+SERVER_STATE = SERVER_FOLDER / "state.json"  # what runs there; its `uri` for tracking=server
+DEFAULT_SERVER_URI = "http://127.0.0.1:5000"  # MLflow's usual address, where none runs
 
 
 class ConfigError(ValueError):
@@ -154,12 +157,23 @@ def overrides_from_env() -> List[str]:
 _LOADED_RESOLVERS: set = set()
 
 
+def server_uri() -> str:
+    """`${sweepbook_server:}`: the URI of this project's tracking server (`sweepbook server
+    start` records it), else DEFAULT_SERVER_URI."""
+    try:
+        return json.loads((project_root() / SERVER_STATE).read_text())["uri"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return DEFAULT_SERVER_URI
+
+
 def load_resolvers() -> None:
     """Run conf/resolvers.py once per process: the user's custom resolvers, registered with
     OmegaConf.register_new_resolver, work wherever sweepbook composes (notebook, run, sweep
     validation, jobs)."""
     if not OmegaConf.has_resolver("sweepbook_root"):
         OmegaConf.register_new_resolver("sweepbook_root", lambda: str(project_root()))
+    if not OmegaConf.has_resolver("sweepbook_server"):
+        OmegaConf.register_new_resolver("sweepbook_server", server_uri)
     path = config_dir() / RESOLVERS_FILE
     if path.is_file() and str(path) not in _LOADED_RESOLVERS:
         spec = importlib.util.spec_from_file_location("sweepbook_user_resolvers", path)

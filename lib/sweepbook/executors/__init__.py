@@ -4,7 +4,7 @@ from sweepbook.executors.base import Executor, JobSpec, Outcome
 __all__ = ["Executor", "JobSpec", "Outcome", "get_executor", "make_executor", "EXECUTORS"]
 
 EXECUTORS = {"local": "sweepbook.executors.local:LocalExecutor",  # name -> class, loaded on use
-             "ray": "sweepbook.executors.ray:RayExecutor"}
+             "ray": "sweepbook.executors.ray_tasks:RayExecutor"}
 
 
 def get_executor(name: str, **options) -> Executor:

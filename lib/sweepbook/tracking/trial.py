@@ -50,13 +50,18 @@ class TrialLink:
 
 
 def study_storage(tracking_uri: str) -> str:
-    """The studies' database: optuna.db beside a SQLite store, else $SWEEPBOOK_STUDY_STORAGE
-    (a database of its own on a server)."""
+    """The studies' database: $SWEEPBOOK_STUDY_STORAGE, else optuna.db beside a SQLite store,
+    else the `optuna` database of this project's server (`sweepbook server`)."""
     given = os.environ.get(STUDY_STORAGE_ENV)
     if given:
         return given
     db = sqlite_file(tracking_uri)
     if db is None:
+        from sweepbook.tracking.server import study_database_for
+
+        on_server = study_database_for(tracking_uri)
+        if on_server:
+            return on_server
         raise StoreError(
             f"the tracking store {redact_uri(tracking_uri)} is not a SQLite file, so a search "
             f"has no place for its study: set {STUDY_STORAGE_ENV} to a database URL of its own "
