@@ -81,7 +81,8 @@ def seconds_to(rows: list, target: float):
 
 @contextlib.contextmanager
 def quiet():
-    """MLflow's INFO lines and the search's own stderr held back (shown if it raises)."""
+    """MLflow's INFO lines in this process and the search's own stderr held back (shown if
+    it raises)."""
     logger = logging.getLogger("mlflow")
     level, held = logger.level, io.StringIO()
     logger.setLevel(logging.WARNING)
@@ -101,7 +102,8 @@ def search(name: str, overrides: list, sampler: str, pruner: str, trials: int, w
     store = folder / name
     store.mkdir()
     started = time.perf_counter()
-    with quiet(), patched_environ({"MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}"}):
+    with quiet(), patched_environ({"MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
+                                   "MLFLOW_LOGGING_LEVEL": "WARNING"}):  # and the jobs'
         result = run_tune(str(NOTEBOOK), overrides + [f"paths.output_dir={store / 'outputs'}"],
                           trials=trials, workers=workers, metric=METRIC, sampler=sampler,
                           pruner=pruner, seed=seed, quiet=True)

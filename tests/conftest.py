@@ -1,9 +1,11 @@
 """Shared fixtures: real SQLite MLflow stores in temporary folders, never the user's mlflow.db."""
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,3 +117,72 @@ def _close_figures():
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+@dataclass
+class TrackingServer:
+    """`sweepbook server` of a project of its own (conf/ and notebooks/ copied), and what every
+    command run on it printed."""
+    root: Path
+    env: dict  # SWEEPBOOK_ROOT names the project; no MLFLOW_TRACKING_URI
+    outputs: list  # the stdout and stderr of each command
+    uri: str = ""
+    started: subprocess.CompletedProcess = None  # `sweepbook server start`
+
+    def sweepbook(self, *args) -> subprocess.CompletedProcess:
+        done = run([SWEEPBOOK, *args], self.root, self.env)
+        self.outputs += [done.stdout, done.stderr]
+        return done
+
+    def state(self) -> dict:
+        return json.loads((self.root / ".sweepbook" / "server" / "state.json").read_text())
+
+
+def _server_processes(root: Path, state: dict) -> list:
+    """Every live process of the server: the PIDs it recorded, their descendants, MLflow's
+    process group, and any process whose command line names the project."""
+    import psutil
+
+    found = {}
+    for pid in (state["mlflow_pid"], state["postgres_pid"]):
+        try:
+            process = psutil.Process(pid)
+            found.update({p.pid: p for p in [process, *process.children(recursive=True)]})
+        except psutil.NoSuchProcess:
+            pass
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if (os.getpgid(process.pid) == state["mlflow_pid"]
+                    or str(root) in " ".join(process.info["cmdline"] or ())):
+                found[process.pid] = process
+        except (OSError, psutil.Error):
+            pass
+    return [p for p in found.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.fixture(scope="session")
+def tracking_server() -> TrackingServer:
+    """One real tracking server (PostgreSQL + mlflow server) for the session, started and
+    stopped with the commands a user types; stopping it must leave no process behind."""
+    root = Path(tempfile.mkdtemp(prefix="sweepbook-server-"))
+    root.chmod(0o755)  # as root, PostgreSQL runs as `postgres`: it must reach its data folder
+    for folder in ("conf", "notebooks"):
+        shutil.copytree(ROOT / folder, root / folder)
+    env = {**os.environ, "SWEEPBOOK_ROOT": str(root)}
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID"):
+        env.pop(name, None)
+    server = TrackingServer(root, env, [])
+    server.started = server.sweepbook("server", "start", "--port", "0")
+    assert server.started.returncode == 0, server.started.stdout + server.started.stderr
+    server.uri = re.search(r"^tracking server running at (\S+)$", server.started.stdout,
+                           re.M).group(1)
+    try:
+        yield server
+    finally:
+        state = server.state()
+        running = _server_processes(root, state)
+        stopped = server.sweepbook("server", "stop")
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert f"stopped the tracking server at {server.uri}" in stopped.stdout
+        assert len(running) >= 5 and _server_processes(root, state) == []
+        shutil.rmtree(root)

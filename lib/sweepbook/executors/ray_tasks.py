@@ -12,6 +12,7 @@ On its node, a task runs the job in a child process exactly as the local executo
 which ends its run KILLED; a lost node fails its jobs with the reason, and running the same
 command again runs them.
 """
+import contextlib
 import dataclasses
 import json
 import os
@@ -19,15 +20,19 @@ import signal
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from sweepbook.config import SECRETS_ENV, ConfigError, project_root, read_secrets
+from sweepbook.env import patched_environ
 from sweepbook.executors.base import Executor, JobSpec, Outcome
 from sweepbook.tracking.location import sqlite_file
 from sweepbook.tracking.record import PRUNED
 
 STOP_GRACE_S = 10.0  # a cancelled job's time to end its run KILLED
 LOOPBACK = "127.0.0.1"
+# Left alone, a local Ray listens on every interface with the machine's address: with this
+# (measured on Ray 2.60) and the node address 127.0.0.1, it listens on loopback only.
+LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 # Never shipped to the nodes: environments, stores, outputs, data (see the module docstring)
 # (.git and .venv: Ray leaves them out itself). Patterns as in .gitignore: "/" anchors at the root.
 EXCLUDED = ["/outputs", "/mlartifacts", "/mlruns", "/data", "/.sweepbook", "/mlflow.db*",
@@ -90,6 +95,22 @@ def _stop(process) -> None:
             return
 
 
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """A local Ray that listens on 127.0.0.1 only. Ray reads the variable once, when it is
+    first imported (into ray_constants), and its processes read it when they start: both are
+    set for the start, and put back after."""
+    with patched_environ(LOOPBACK_ONLY):
+        from ray._private import ray_constants  # private: the only switch there is
+
+        before = ray_constants.ENABLE_RAY_CLUSTER
+        ray_constants.ENABLE_RAY_CLUSTER = False
+        try:
+            yield
+        finally:
+            ray_constants.ENABLE_RAY_CLUSTER = before
+
+
 @dataclasses.dataclass
 class _Task:
     ref: object  # the task's ObjectRef
@@ -117,14 +138,16 @@ class RayExecutor(Executor):
         """Start a local Ray, or join the cluster; check it has the resources jobs reserve."""
         import logging
 
-        import ray
-
         self._relative(notebook)
         options = {} if self.address else {"num_cpus": os.cpu_count(),
                                            "_node_ip_address": LOOPBACK}
-        ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING, configure_logging=False,
-                 runtime_env={"working_dir": str(self.root), "excludes": EXCLUDED}, **options)
+        with contextlib.nullcontext() if self.address else _loopback_only():
+            import ray
+
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING, configure_logging=False,
+                     runtime_env={"working_dir": str(self.root), "excludes": EXCLUDED},
+                     **options)
         self._remote = ray.remote(run_task).options(num_cpus=self.num_cpus,
                                                     num_gpus=self.num_gpus, max_retries=0)
         self.workers = self.given_workers or self._cluster_slots()
