@@ -211,6 +211,9 @@ def _scope(args):
     cfg = compose(args.overrides, args.config_name, check_targets=False)
     check_store(cfg.tracking.uri)
     scope = scope_for(cfg, args.experiment, args.sweep)
+    if args.metric is None:  # a search ranks by what it optimized
+        args.metric = scope.metric or DEFAULT_METRIC
+        args.direction = args.direction or (scope.direction if scope.metric else None)
     if args.sweep == LATEST:
         print(f"--sweep latest: {scope.title}, the newest of experiment "
               f"{args.experiment or cfg.expname}", file=sys.stderr)
@@ -383,7 +386,8 @@ def _comparison_options(parser: argparse.ArgumentParser) -> None:
                                                        "newest sweep of the experiment)")
     parser.add_argument("--experiment", help="experiment to read (default: the config's "
                                              "expname; with --sweep: any)")
-    parser.add_argument("--metric", default=DEFAULT_METRIC, help="rank runs by this metric")
+    parser.add_argument("--metric", help=f"rank runs by this metric (default: the metric a "
+                                         f"search optimized, else {DEFAULT_METRIC})")
     parser.add_argument("--direction",
                         help="max or min (default: min for losses and errors, else max)")
 

@@ -18,6 +18,7 @@ from sweepbook.cli import main
 from sweepbook.config import compose
 from sweepbook.tracking.record import MODEL_ARTIFACT, PARENT_TAG
 from sweepbook.tracking.server import EXIT_NOT_RUNNING, study_database_for
+from sweepbook.tracking.store import using_tracking_uri
 
 from conftest import ROOT
 
@@ -111,9 +112,9 @@ def test_a_sweep_keeps_its_runs_and_artifacts_on_the_server(on_server, tmp_path)
                         if a.path.endswith(".ipynb"))
         local = Path(client.download_artifacts(run.info.run_id, notebook, str(tmp_path)))
         assert '"cells"' in local.read_text()
-    model = mlflow.artifacts.download_artifacts(f"runs:/{runs[0].info.run_id}/{MODEL_ARTIFACT}",
-                                                dst_path=str(tmp_path / "model"),
-                                                tracking_uri=on_server.uri)
+    with using_tracking_uri(on_server.uri):  # MLflow finds a run's model in the global store
+        model = mlflow.artifacts.download_artifacts(
+            f"runs:/{runs[0].info.run_id}/{MODEL_ARTIFACT}", dst_path=str(tmp_path / "model"))
     assert (Path(model) / "MLmodel").is_file()
     assert not (on_server.root / "mlartifacts").exists()  # no local store beside the project
     assert not (on_server.root / "mlflow.db").exists()

@@ -23,8 +23,6 @@ LATEST = "latest"  # a sweep id meaning: the newest sweep (of the config's exper
 LATEST_LOOKBACK = 100  # sweeps searched for it, newest first
 PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 KEYED_COLUMNS = ("metrics.", "params.", "tags.")
-SEARCH_RUN_PREFIX = "tune-"  # a search's parent run (sweepbook tune) is named tune-<study>
-SEARCH_METRIC_PARAM = "tune.metric"  # and records the metric it optimized
 
 
 class ComparisonError(ValueError):
@@ -39,6 +37,8 @@ class Scope:
     parent_run_id: Optional[str] = None  # only this sweep's children, when set
     sweep_id: Optional[str] = None  # the sweep compared, when one is
     search: bool = False  # that sweep is a search (sweepbook tune): trials, pruning, figures
+    metric: Optional[str] = None  # the metric that search optimized, its runs' default rank
+    direction: Optional[str] = None  # and in which direction
 
 
 def _experiment_ids(client: MlflowClient, name: str) -> List[str]:
@@ -64,8 +64,8 @@ def _sweep_parent(client: MlflowClient, sweep_id: str, experiment: Optional[str]
 
 
 def _is_search(parent) -> bool:
-    return ((parent.info.run_name or "").startswith(SEARCH_RUN_PREFIX)
-            or SEARCH_METRIC_PARAM in parent.data.params)
+    return ((parent.info.run_name or "").startswith(f"{record.SEARCH_KIND}-")
+            or record.SEARCH_METRIC_PARAM in parent.data.params)
 
 
 def resolve_scope(tracking_uri: str, experiment: Optional[str] = None,
@@ -90,7 +90,9 @@ def resolve_scope(tracking_uri: str, experiment: Optional[str] = None,
     found = parent.data.tags[SWEEP_TAG]
     search = _is_search(parent)
     return Scope(tracking_uri, [parent.info.experiment_id],
-                 f"{'search' if search else 'sweep'} {found}", parent.info.run_id, found, search)
+                 f"{'search' if search else 'sweep'} {found}", parent.info.run_id, found, search,
+                 parent.data.params.get(record.SEARCH_METRIC_PARAM),
+                 parent.data.params.get(record.SEARCH_DIRECTION_PARAM))
 
 
 def scope_for(cfg, experiment: Optional[str] = None, sweep_id: Optional[str] = None) -> Scope:

@@ -8,15 +8,16 @@ from mlflow.tracking import MlflowClient
 
 from sweepbook.compare.runs import PROGRESS_BAR_ENV, Scope
 from sweepbook.env import patched_environ
+from sweepbook.tracking import record
 
-FIGURES_FOLDER = "tune"  # on the search's parent run
+_HISTORY, _IMPORTANCES, _INTERMEDIATE = record.SEARCH_FIGURES
 SEARCH_FIGURES = {  # file name: what it shows, in the order a person reads them
-    "optimization_history.png": "optimization history: each trial's value, and the best so far",
-    "param_importances.png": "parameter importances: how much of the value each parameter "
-                             "explains",
-    "intermediate_values.png": "intermediate values: each trial's metric per epoch, a red x "
-                               "where the pruner stopped one",
+    _HISTORY: "optimization history: each trial's value, and the best so far",
+    _IMPORTANCES: "parameter importances: how much of the value each parameter explains",
+    _INTERMEDIATE: "intermediate values: each trial's metric per epoch, a red x where the "
+                   "pruner stopped one",
 }
+FIGURES_FOLDER = record.SEARCH_FIGURES_FOLDER
 
 
 def search_figures(scope: Scope, folder: Union[str, Path, None] = None) -> List[Path]:

@@ -199,8 +199,7 @@ class TuneRecorder(SweepRecorder):
     """A search's parent run `tune-<study>`: the space, the sampler and pruner, the best value
     and params as they improve, and at the end its figures; each trial's run is tagged with
     its number and its state."""
-    KIND = "tune"
-    FIGURES = "tune"  # the parent's folder of figures
+    KIND = record.SEARCH_KIND
 
     def tags(self, job: Job, launch_id: str) -> Dict[str, str]:
         return {**super().tags(job, launch_id), record.TRIAL_TAG: str(job.index)}
@@ -236,4 +235,5 @@ class TuneRecorder(SweepRecorder):
     def log_figures(self, folder: Path) -> None:
         """The study's figures (study.write_figures) on the parent run."""
         if any(folder.iterdir()):
-            self.client.log_artifacts(self.parent_run_id, str(folder), self.FIGURES)
+            self.client.log_artifacts(self.parent_run_id, str(folder),
+                                      record.SEARCH_FIGURES_FOLDER)

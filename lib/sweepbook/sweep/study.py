@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
 
 from sweepbook.sweep.plan import SweepDefinitionError
+from sweepbook.tracking.record import SEARCH_FIGURES
 from sweepbook.tracking.trial import make_pruner, open_storage
 
 METRIC_ATTR, DIRECTION_ATTR = "sweepbook.metric", "sweepbook.direction"  # the study's
@@ -170,12 +171,13 @@ def write_figures(study, folder: Path, metric: str) -> List[Path]:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as optuna_plots
 
-    makers = {"optimization_history.png": lambda: optuna_plots.plot_optimization_history(study),
-              "param_importances.png": lambda: optuna_plots.plot_param_importances(study),
-              "intermediate_values.png": lambda: _intermediate_values(study, metric)}
+    history, importances, intermediate = SEARCH_FIGURES
+    makers = {history: lambda: optuna_plots.plot_optimization_history(study),
+              importances: lambda: optuna_plots.plot_param_importances(study),
+              intermediate: lambda: _intermediate_values(study, metric)}
     written = []
-    for name, make in makers.items():
-        with warnings.catch_warnings(), quiet_optuna():
+    for name, make in makers.items():  # Optuna's plots set a ggplot style: put back after
+        with warnings.catch_warnings(), quiet_optuna(), plt.rc_context():
             warnings.simplefilter("ignore")  # Optuna's matplotlib plots are "experimental"
             try:
                 drawn = make()

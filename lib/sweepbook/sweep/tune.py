@@ -35,8 +35,9 @@ from sweepbook.sweep.results import BestTrial, TuneResult
 from sweepbook.sweep.sources import StudySource
 from sweepbook.sweep.space import SearchSettings, SearchSpace
 from sweepbook.tracking import secrets
-from sweepbook.tracking.record import (SWEEP_NOTEBOOK_PARAM, SWEEP_OVERRIDES_PARAM,
-                                       direction_for)
+from sweepbook.tracking.record import (SEARCH_DIRECTION_PARAM, SEARCH_METRIC_PARAM,
+                                       SEARCH_STORAGE_PARAM, SWEEP_NOTEBOOK_PARAM,
+                                       SWEEP_OVERRIDES_PARAM, direction_for)
 from sweepbook.tracking.trial import TrialLink, study_storage
 
 DEFAULTS = SearchSettings(trials=20, metric="val_acc", sampler="tpe", pruner="median", seed=0)
@@ -150,8 +151,9 @@ def run_tune(notebook: str, search: Sequence[str] = (), *, trials: Optional[int]
             recorder = open_record(TuneRecorder, first, name, definition, settings.metric, {
                 SWEEP_NOTEBOOK_PARAM: definition["notebook"],
                 SWEEP_OVERRIDES_PARAM: " ".join(definition["overrides"])[:6000],
-                "tune.metric": settings.metric, "tune.direction": settings.direction,
-                "tune.storage": redact_uri(storage)})
+                SEARCH_METRIC_PARAM: settings.metric,
+                SEARCH_DIRECTION_PARAM: settings.direction,
+                SEARCH_STORAGE_PARAM: redact_uri(storage)})
             recorder.set_settings({"trials": trials, "sampler": settings.sampler,
                                    "pruner": settings.pruner, "seed": settings.seed,
                                    "workers": executor.workers})

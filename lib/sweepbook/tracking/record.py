@@ -42,6 +42,13 @@ PRUNED_TAG = "sweepbook.pruned"  # on a pruned trial's run (ended KILLED): where
 BEST_TRIAL_TAG = "sweepbook.best_trial"  # on a search's parent: the best trial so far
 BEST_PARAMS_TAG = "sweepbook.best_params"  # on a search's parent: its params (JSON)
 BEST_VALUE_METRIC = "best_value"  # on a search's parent: the best value, step = trial number
+SEARCH_KIND = "tune"  # a search's parent run is named tune-<study>
+SEARCH_METRIC_PARAM = "tune.metric"  # on a search's parent: the metric it optimizes
+SEARCH_DIRECTION_PARAM = "tune.direction"  # max or min
+SEARCH_STORAGE_PARAM = "tune.storage"  # the study's database, redacted
+SEARCH_FIGURES_FOLDER = "tune"  # on a search's parent: its figures, drawn from the study
+SEARCH_FIGURES = ("optimization_history.png", "param_importances.png",
+                  "intermediate_values.png")
 
 # params of a sweep's parent run, and its per-attempt job counts (metric per status)
 SWEEP_NOTEBOOK_PARAM = "sweep.notebook"

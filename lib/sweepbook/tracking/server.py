@@ -21,7 +21,6 @@ members of its process group born after it): never by name.
 import json
 import os
 import pwd
-import secrets
 import shlex
 import shutil
 import signal
@@ -32,6 +31,7 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from secrets import token_urlsafe
 from typing import List, Optional, Tuple
 from urllib.parse import quote, urlsplit
 
@@ -39,6 +39,7 @@ import psutil
 
 from sweepbook.config import (DEFAULT_SERVER_URI, SERVER_FOLDER, SERVER_STATE, TELEMETRY_ENV,
                               ConfigError, project_root)
+from sweepbook.env import signal_handlers
 from sweepbook.tracking import locks
 
 DB_USER = "sweepbook"  # PostgreSQL's superuser, made by initdb with the password
@@ -47,7 +48,7 @@ MLFLOW_DB, OPTUNA_DB = "mlflow", "optuna"
 BACKEND_ENV = "MLFLOW_BACKEND_STORE_URI"  # `mlflow server` reads its backend from it
 # MLflow's job runner (GenAI scorers) adds 8 processes and ~600 MiB; sweepbook uses none
 JOBS_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
-MLFLOW_PORT = int(urlsplit(DEFAULT_SERVER_URI).port)  # MLflow's usual port, when free
+MLFLOW_PORT = urlsplit(DEFAULT_SERVER_URI).port  # MLflow's usual port, when free
 HEALTH_TIMEOUT_S = 300  # a fresh database's migrations take ~15 s, a loaded machine longer
 STOP_GRACE_S = 15  # SIGTERM ends MLflow in 3-4 s; SIGKILL after this
 EXIT_NOT_RUNNING = 3  # `status` when no server runs (as LSB init scripts say)
@@ -313,7 +314,7 @@ def _password(folder: Folder) -> str:
         raise ServerError(f"{folder.password} is gone, so nobody can log in to the database "
                           f"cluster in {folder.data}: restore the file, or delete that folder "
                           f"to start over (its runs are lost)")
-    password = secrets.token_urlsafe(32)  # letters, digits, - and _: nothing libpq escapes
+    password = token_urlsafe(32)  # letters, digits, - and _: nothing libpq escapes
     descriptor = os.open(folder.password, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as file:
         file.write(f"*:*:*:{DB_USER}:{password}\n")
@@ -505,45 +506,58 @@ def _end(state: ServerState, folder: Folder) -> Tuple[int, int]:
     return ended
 
 
+class Interrupted(Exception):
+    """SIGTERM or SIGHUP reached a start, which ended what it had started; args[0]: the signal."""
+
+
+def _interrupt(signum, _frame):
+    raise Interrupted(signum)
+
+
+def _start_servers(folder: Folder, host: str, mlflow_port: int) -> Tuple[ServerState, Timings]:
+    """PostgreSQL (its cluster made the first time), its databases, then MLflow, healthy."""
+    initdb, pg_ctl = _binaries()
+    password = _password(folder)
+    began, init = time.monotonic(), None
+    if not folder.data.joinpath("PG_VERSION").exists():
+        print("creating the database cluster (once)...", file=sys.stderr, flush=True)
+        _initdb(folder, initdb, password)
+        init = time.monotonic() - began
+    began = time.monotonic()
+    state = _start_postgres(folder, pg_ctl, host)
+    try:
+        _write_state(folder, state)  # from here on, `stop` can end it
+        _create_databases(state, folder)
+        postgres_s = time.monotonic() - began
+        print("starting mlflow server (a fresh database takes ~15 s)...", file=sys.stderr,
+              flush=True)
+        began = time.monotonic()
+        state.mlflow_port = mlflow_port
+        server = _start_mlflow(state, folder)
+        state.mlflow_pid = server.pid
+        state.mlflow_started = psutil.Process(server.pid).create_time()
+        _write_state(folder, state)
+        _wait_healthy(server, state, folder)
+    except BaseException:  # a failure, Ctrl-C, or Interrupted: nothing left running
+        _end(state, folder)
+        raise
+    return state, Timings(init, postgres_s, time.monotonic() - began)
+
+
 def start(host: str = "127.0.0.1", port: Optional[int] = None,
           root: Optional[Path] = None) -> Tuple[ServerState, Optional[Timings]]:
-    """Start PostgreSQL and MLflow (a second start finds them: no timings then); the state."""
+    """Start PostgreSQL and MLflow (a second start finds them: no timings then); the state.
+    SIGTERM or SIGHUP meanwhile ends what it started (Interrupted)."""
     folder = Folder.of_project(root)
     _prepare(folder)
-    with locks.exclusive(folder.lock, wait=True):
+    with signal_handlers(_interrupt, (signal.SIGTERM, signal.SIGHUP)), \
+            locks.exclusive(folder.lock, wait=True):
         earlier = read_state(folder)
         if earlier is not None and running(earlier):
             return earlier, None
         if earlier is not None:  # what is left of one that ended partly
             _end(earlier, folder)
-        mlflow_port = _mlflow_port(host, port)
-        initdb, pg_ctl = _binaries()
-        password = _password(folder)
-        began = time.monotonic()
-        init = None
-        if not folder.data.joinpath("PG_VERSION").exists():
-            print("creating the database cluster (once)...", file=sys.stderr, flush=True)
-            _initdb(folder, initdb, password)
-            init = time.monotonic() - began
-        began = time.monotonic()
-        state = _start_postgres(folder, pg_ctl, host)
-        try:
-            _write_state(folder, state)  # from here on, `stop` can end it
-            _create_databases(state, folder)
-            postgres_s = time.monotonic() - began
-            print("starting mlflow server (a fresh database takes ~15 s)...", file=sys.stderr,
-                  flush=True)
-            began = time.monotonic()
-            state.mlflow_port = mlflow_port
-            server = _start_mlflow(state, folder)
-            state.mlflow_pid = server.pid
-            state.mlflow_started = psutil.Process(server.pid).create_time()
-            _write_state(folder, state)
-            _wait_healthy(server, state, folder)
-        except BaseException:
-            _end(state, folder)
-            raise
-        return state, Timings(init, postgres_s, time.monotonic() - began)
+        return _start_servers(folder, host, _mlflow_port(host, port))
 
 
 def stop(root: Optional[Path] = None) -> Optional[Tuple[ServerState, Tuple[int, int]]]:
@@ -640,7 +654,13 @@ def _cmd_status() -> int:
 def command(action: str, host: str = "127.0.0.1", port: Optional[int] = None) -> int:
     """`sweepbook server ACTION`: its output printed, its exit code returned."""
     if action == "start":
-        return _cmd_start(host, port)
+        try:
+            return _cmd_start(host, port)
+        except (KeyboardInterrupt, Interrupted) as stopped:
+            signum = stopped.args[0] if isinstance(stopped, Interrupted) else signal.SIGINT
+            print("sweepbook: start interrupted: what it had started is stopped",
+                  file=sys.stderr)
+            return 128 + signum
     if action == "stop":
         return _cmd_stop()
     return _cmd_status()
