@@ -53,3 +53,4 @@ bench: $(STAMP)  ## benchmarks (bench/), ratios measured side by side
 	$(BIN)/python bench/sweep_speed.py
 	$(BIN)/python bench/compare_speed.py
 	$(BIN)/python bench/validate_speed.py
+	$(BIN)/python bench/tune_efficiency.py

@@ -13,8 +13,10 @@ GRID_LRS learning rates at the centres of equal log-spaced bins, so its trial co
 Figures: the best val_acc (finished trials), job-seconds (each trial's process time, what a
 pruned trial saves), job-seconds until the running best, in completion order, is within 0.5% of
 that search's final best ("to 0.5%") and of the best any search found on the seed ("to target"),
-and the share pruned. Goal: TPE+median needs at least 40% fewer job-seconds than random at an
-equal or better best value. The table is also written as JSON (--json).
+the share pruned, and the epochs all trials trained (training work, whatever else loads the
+machine; job-seconds also count each trial's start-up and end: test, model logged). Goal:
+TPE+median needs at least 40% fewer job-seconds than random at an equal or better best value.
+The table is also written as JSON (--json).
 """
 import argparse
 import contextlib
@@ -23,6 +25,7 @@ import json
 import logging
 import math
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,7 +39,7 @@ METRIC = "val_acc"
 WITHIN = 0.005  # "within 0.5% of the final best", relative
 GOAL = 0.6  # TPE+median job-seconds / random job-seconds, at an equal or better best
 LR_BOUNDS = (1e-4, 1e-1)
-MODELS, BATCH_SIZES = "choice(cnn,mlp)", "choice(32,64,128)"
+MODELS, BATCH_SIZES = ("cnn", "mlp"), (32, 64, 128)
 SEARCHES = ("tpe+median", "random", "grid")
 
 
@@ -47,24 +50,29 @@ def grid_lrs(count: int) -> list:
     return [float(f"{10 ** (low + width * (i + 0.5)):.2g}") for i in range(count)]
 
 
+def choice(values) -> str:
+    return f"choice({','.join(map(str, values))})"
+
+
 def spaces(lrs: list, epochs: int, seed: int) -> dict:
-    fixed = [f"training.epochs={epochs}", f"seed={seed}", "training.progress=false",
-             "expname=bench"]
-    searched = [f"optimizer.lr=tag(log,interval({LR_BOUNDS[0]},{LR_BOUNDS[1]}))",
-                f"model={MODELS}", f"training.batch_size={BATCH_SIZES}"]
-    discrete = [f"optimizer.lr=choice({','.join(map(str, lrs))})", f"model={MODELS}",
-                f"training.batch_size={BATCH_SIZES}"]
-    return {"tpe+median": (searched + fixed, "tpe", "median"),
-            "random": (searched + fixed, "random", "none"),
-            "grid": (discrete + fixed, "grid", "none")}
+    rest = [f"model={choice(MODELS)}", f"training.batch_size={choice(BATCH_SIZES)}",
+            f"training.epochs={epochs}", f"seed={seed}", "training.progress=false",
+            "expname=bench"]
+    searched = [f"optimizer.lr=tag(log,interval({LR_BOUNDS[0]},{LR_BOUNDS[1]}))"] + rest
+    discrete = [f"optimizer.lr={choice(lrs)}"] + rest
+    return {"tpe+median": (searched, "tpe", "median"), "random": (searched, "random", "none"),
+            "grid": (discrete, "grid", "none")}
 
 
-def end_times(result) -> dict:
-    """Trial number -> its run's end time (ms), from the store: the order trials completed."""
+def from_runs(result) -> dict:
+    """Trial number -> (its run's end time in ms, epochs it trained), from the store: the
+    order trials completed, and the work they did whatever the machine's load."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(result.tracking_uri)
-    return {r.index: client.get_run(r.run_id).info.end_time for r in result.results if r.run_id}
+    return {r.index: (client.get_run(r.run_id).info.end_time,
+                      len(client.get_metric_history(r.run_id, METRIC)))
+            for r in result.results if r.run_id}
 
 
 def seconds_to(rows: list, target: float):
@@ -72,9 +80,9 @@ def seconds_to(rows: list, target: float):
     `target`; None if none is."""
     spent = 0.0
     for row in rows:
-        spent += row.seconds or 0.0
-        if row.status == "FINISHED" and row.metric is not None \
-                and row.metric >= target * (1 - WITHIN):
+        spent += row["seconds"] or 0.0
+        if row["status"] == "FINISHED" and row[METRIC] is not None \
+                and row[METRIC] >= target * (1 - WITHIN):
             return spent
     return None
 
@@ -108,15 +116,20 @@ def search(name: str, overrides: list, sampler: str, pruner: str, trials: int, w
                           trials=trials, workers=workers, metric=METRIC, sampler=sampler,
                           pruner=pruner, seed=seed, quiet=True)
         wall = time.perf_counter() - started
-        ended = end_times(result)
-    rows = sorted(result.results, key=lambda r: (ended.get(r.index) or math.inf, r.index))
+        if result.interrupted or result.aborted:  # Ctrl-C stops the bench, not only this search
+            sys.exit(128 + result.stopped_by if result.interrupted else result.aborted)
+        runs = from_runs(result)
+    ended = sorted(result.results, key=lambda r: (runs.get(r.index, (None,))[0] or math.inf,
+                                                  r.index))
+    rows = [{"trial": r.index, "status": r.status, METRIC: r.metric, "seconds": r.seconds,
+             "epochs": runs.get(r.index, (None, 0))[1]} for r in ended]
     best = result.best.value if result.best else None
     return {"search": name, "seed": seed, "trials": len(rows), "best": best,
-            "job_seconds": sum(r.seconds or 0.0 for r in rows),
+            "job_seconds": sum(row["seconds"] or 0.0 for row in rows),
+            "job_epochs": sum(row["epochs"] for row in rows),
             "to_own": seconds_to(rows, best) if best is not None else None,
             "pruned": result.count("PRUNED") / len(rows), "failed": result.count("FAILED"),
-            "wall": wall, "rows": rows,
-            "in_order": [(r.index, r.status, r.metric, r.seconds) for r in rows]}
+            "wall": wall, "trials_in_order": rows}
 
 
 def mean(values):
@@ -130,28 +143,30 @@ def show(value, form: str, width: int) -> str:
 
 def print_table(figures: list, seeds: list) -> None:
     print(f"{'seed':>4} {'search':<11} {'trials':>6} {'best':>7} {'job-s':>7} {'to 0.5%':>8} "
-          f"{'to target':>9} {'pruned':>6} {'failed':>6} {'wall s':>6}")
+          f"{'to target':>9} {'pruned':>6} {'epochs':>6} {'failed':>6} {'wall s':>6}")
     for seed in seeds + ["mean"]:
         for name in SEARCHES:
             rows = [f for f in figures if f["search"] == name and seed in ("mean", f["seed"])]
             row = {key: mean(f[key] for f in rows) for key in
                    ("trials", "best", "job_seconds", "to_own", "to_target", "pruned",
-                    "failed", "wall")}
+                    "job_epochs", "failed", "wall")}
             print(f"{seed:>4} {name:<11} {row['trials']:6.0f} {show(row['best'], '.4f', 7)} "
                   f"{row['job_seconds']:7.1f} {show(row['to_own'], '.1f', 8)} "
                   f"{show(row['to_target'], '.1f', 9)} {row['pruned']:6.0%} "
-                  f"{row['failed']:6.0f} {row['wall']:6.0f}")
+                  f"{row['job_epochs']:6.0f} {row['failed']:6.0f} {row['wall']:6.0f}")
 
 
 def summary(figures: list) -> dict:
     """Means over seeds per search, and TPE+median against random (the goal's terms)."""
     means = {name: {key: mean(f[key] for f in figures if f["search"] == name)
-                    for key in ("best", "job_seconds", "to_own", "to_target", "pruned")}
+                    for key in ("best", "job_seconds", "to_own", "to_target", "pruned",
+                                "job_epochs")}
              for name in SEARCHES}
     tpe, rnd = means["tpe+median"], means["random"]
     ratio = tpe["job_seconds"] / rnd["job_seconds"]
     gap = tpe["best"] - rnd["best"]
     return {"means": means, "job_seconds_ratio": ratio, "best_gap": gap,
+            "job_epochs_ratio": tpe["job_epochs"] / rnd["job_epochs"],
             "to_target_ratio": (tpe["to_target"] / rnd["to_target"]
                                 if tpe["to_target"] and rnd["to_target"] else None),
             "goal_met": ratio <= GOAL and gap >= 0}
@@ -166,10 +181,13 @@ def print_summary(result: dict, figures: list) -> None:
           f"{per_seed}; goal <= {GOAL:.2f})")
     print(f"TPE+median - random, best {METRIC}: {result['best_gap']:+.4f} (per seed {bests}; "
           f"goal >= 0)")
-    trials = [t for f in figures if f["search"] == "tpe+median" for t in f["in_order"]]
+    print(f"TPE+median / random, epochs trained: {result['job_epochs_ratio']:.2f} (training "
+          f"work, whatever else loads the machine)")
+    trials = [t for f in tpe.values() for t in f["trials_in_order"]]
     print(f"TPE+median: a pruned trial took "
-          f"{show(mean(t[3] for t in trials if t[1] == 'PRUNED'), '.1f', 0)} job-s on average, "
-          f"a finished one {show(mean(t[3] for t in trials if t[1] == 'FINISHED'), '.1f', 0)}")
+          f"{show(mean(t['seconds'] for t in trials if t['status'] == 'PRUNED'), '.1f', 0)} "
+          f"job-s on average, a finished one "
+          f"{show(mean(t['seconds'] for t in trials if t['status'] == 'FINISHED'), '.1f', 0)}")
     if result["to_target_ratio"] is not None:
         print(f"TPE+median / random, job-seconds to the seed's target: "
               f"{result['to_target_ratio']:.2f}")
@@ -197,11 +215,12 @@ def options() -> argparse.Namespace:
 def main() -> None:
     args = options()
     lrs = grid_lrs(args.grid_lrs)
-    grid_size = len(lrs) * 2 * 3
+    grid_size = len(lrs) * len(MODELS) * len(BATCH_SIZES)
     trials = args.trials or grid_size
     seeds = list(range(args.seeds))
     print(f"{NOTEBOOK.name} (digits), {args.epochs} epochs a trial, --workers {args.workers}; "
-          f"lr log-uniform in {LR_BOUNDS}, model cnn|mlp, batch_size 32|64|128")
+          f"lr log-uniform in {LR_BOUNDS}, model {choice(MODELS)}, "
+          f"batch_size {choice(BATCH_SIZES)}")
     print(f"tpe+median and random: {trials} trials; grid: its {grid_size} points "
           f"(lr in {lrs}); seeds {seeds}")
     figures = []
@@ -220,7 +239,7 @@ def main() -> None:
         found = [f for f in figures if f["seed"] == seed]
         target = max(f["best"] for f in found if f["best"] is not None)
         for f in found:
-            f["to_target"] = seconds_to(f.pop("rows"), target)
+            f["to_target"] = seconds_to(f["trials_in_order"], target)
     print_table(figures, seeds)
     result = summary(figures)
     print_summary(result, figures)

@@ -169,7 +169,7 @@ def tracking_server() -> TrackingServer:
     for folder in ("conf", "notebooks"):
         shutil.copytree(ROOT / folder, root / folder)
     env = {**os.environ, "SWEEPBOOK_ROOT": str(root)}
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID"):
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "SWEEPBOOK_STUDY_STORAGE"):
         env.pop(name, None)
     server = TrackingServer(root, env, [])
     server.started = server.sweepbook("server", "start", "--port", "0")
@@ -182,7 +182,8 @@ def tracking_server() -> TrackingServer:
         state = server.state()
         running = _server_processes(root, state)
         stopped = server.sweepbook("server", "stop")
+        left = _server_processes(root, state)
+        shutil.rmtree(root, ignore_errors=True)
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
         assert f"stopped the tracking server at {server.uri}" in stopped.stdout
-        assert len(running) >= 5 and _server_processes(root, state) == []
-        shutil.rmtree(root)
+        assert len(running) >= 5 and left == []

@@ -1,9 +1,14 @@
 """The Ray executor on a real Ray: a local one started for a sweep, and a cluster of two nodes
 on this machine (ray.cluster_utils.Cluster) logging to a real sweepbook server."""
+import re
+import subprocess
+import time
+
 import psutil
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, SWEEPBOOK
+from sweepbook.executors.ray_tasks import LOOPBACK_ONLY
 
 pytestmark = pytest.mark.slow
 
@@ -28,3 +33,106 @@ def test_a_local_ray_listens_on_loopback_only_and_stops_with_the_sweep():
     left = [pid for pid in started if psutil.pid_exists(pid)
             and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     assert not left, f"Ray processes left after the sweep: {left}"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two Ray nodes on this machine, one CPU each, on loopback; stopped after by the PIDs
+    Ray's own test cluster started (never `ray stop`)."""
+    from ray.cluster_utils import Cluster
+
+    from sweepbook.executors.ray_tasks import _loopback_only
+
+    with _loopback_only():
+        made = Cluster(initialize_head=True,
+                       head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1"})
+        made.worker = made.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    yield made
+    made.shutdown()
+    left = [pid for pid in before if psutil.pid_exists(pid)
+            and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert not left, f"Ray processes left: {left}"
+
+
+def _runs(uri: str, sweep_id: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client, client.search_runs(experiments, f"tags.`sweepbook.sweep_id` = '{sweep_id}'")
+
+
+def _wait_for_a_job_on(uri: str, node_id: str, process, timeout: float = 300):
+    """Poll the server until a job runs on the node `node_id`."""
+    from mlflow.tracking import MlflowClient
+
+    client, deadline = MlflowClient(uri), time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        running = client.search_runs(experiments, "attributes.status = 'RUNNING'")
+        if any(node_id in r.data.tags.get("sweepbook.worker", "") for r in running):
+            return
+        time.sleep(0.5)
+    raise AssertionError("no job ran on the second node")
+
+
+def test_a_sweep_on_two_nodes_survives_losing_one_and_the_same_command_completes_it(
+        cluster, tracking_server):
+    """Every run lands on the server with its notebook and log; a node removed mid-sweep
+    fails its job with the reason (exit 1), and the same command, with a node back, runs
+    only what is missing."""
+    sweep = ["sweep", "notebooks/train.ipynb", "debug=default", "seed=0,1,2,3", "tracking=server",
+             "--executor", "ray", f"executor.address={cluster.address}", "--quiet"]
+    env = {**tracking_server.env, **LOOPBACK_ONLY}
+    first = subprocess.Popen([SWEEPBOOK, *sweep], cwd=tracking_server.root, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_a_job_on(tracking_server.uri, cluster.worker.node_id, first)
+    cluster.remove_node(cluster.worker)
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 1, out + err
+    sweep_id = re.search(r"^sweep (\w+):", out, re.M).group(1)
+    client, runs = _runs(tracking_server.uri, sweep_id)
+    lost = [r for r in runs if r.data.tags.get("sweepbook.role") != "parent"
+            and r.info.status != "FINISHED"]
+    assert lost and all(r.info.status in ("FAILED", "KILLED") for r in lost)
+    assert any("Ray task failed" in r.data.tags.get("sweepbook.error", "") for r in lost)
+
+    cluster.worker = cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+    again = subprocess.run([SWEEPBOOK, *sweep], cwd=tracking_server.root, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"{4 - len(lost)} skipped" in again.stdout
+    client, runs = _runs(tracking_server.uri, sweep_id)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    children = [r for r in runs if r.data.tags.get("sweepbook.role") != "parent"]
+    finished = {r.data.tags["sweepbook.config_hash"]: r for r in children
+                if r.info.status == "FINISHED"}
+    assert len(finished) == 4
+    workers = {r.data.tags.get("sweepbook.worker") for r in finished.values()}
+    assert len(workers) >= 2, workers  # both nodes ran jobs
+    for run in finished.values():  # proxied over HTTP: nothing shared but the server
+        logged = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"model", "logs"} <= logged and any(p.endswith(".ipynb") for p in logged)
+
+    listed = tracking_server.sweepbook("runs", "--sweep", sweep_id, "tracking=server")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.count("FINISHED") >= 4
+
+
+def test_a_search_prunes_trials_on_ray_with_its_study_on_the_server(cluster, tracking_server):
+    tune = ["tune", "notebooks/train.ipynb", "optimizer.lr=tag(log,interval(1e-4,1e-1))",
+            "model=choice(cnn,mlp)", "debug=default", "training.epochs=6", "tracking=server",
+            "--trials", "6", "--executor", "ray", f"executor.address={cluster.address}",
+            "--quiet"]
+    done = subprocess.run([SWEEPBOOK, *tune], cwd=tracking_server.root,
+                          env={**tracking_server.env, **LOOPBACK_ONLY}, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    study = re.search(r"^search (\S+):", done.stdout, re.M).group(1)
+    assert "postgresql" in done.stdout  # the study is in the server's own database
+    _, runs = _runs(tracking_server.uri, study)
+    pruned = [r for r in runs if r.data.tags.get("sweepbook.trial_state") == "PRUNED"]
+    assert pruned and all(r.info.status == "KILLED" and "sweepbook.pruned" in r.data.tags
+                          for r in pruned)
+    assert not [r for r in runs if r.info.status == "RUNNING"]

@@ -16,9 +16,11 @@ from mlflow.tracking import MlflowClient
 
 from sweepbook.cli import main
 from sweepbook.config import compose
+from sweepbook.tracking.location import StoreError
 from sweepbook.tracking.record import MODEL_ARTIFACT, PARENT_TAG
 from sweepbook.tracking.server import EXIT_NOT_RUNNING, study_database_for
 from sweepbook.tracking.store import using_tracking_uri
+from sweepbook.tracking.trial import STUDY_STORAGE_ENV, study_storage
 
 from conftest import ROOT
 
@@ -29,6 +31,7 @@ def project(tmp_path, monkeypatch) -> Path:
     shutil.copytree(ROOT / "conf", tmp_path / "conf")
     monkeypatch.setenv("SWEEPBOOK_ROOT", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv(STUDY_STORAGE_ENV, raising=False)
     return tmp_path
 
 
@@ -37,6 +40,7 @@ def on_server(tracking_server, monkeypatch):
     """This process in the server's project, as its commands are."""
     monkeypatch.setenv("SWEEPBOOK_ROOT", str(tracking_server.root))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv(STUDY_STORAGE_ENV, raising=False)
     return tracking_server
 
 
@@ -59,6 +63,8 @@ def test_tracking_server_falls_back_to_mlflows_usual_address_without_a_server(pr
     assert compose(["tracking=server"], check_targets=False).tracking.uri == \
         "http://127.0.0.1:5000"
     assert study_database_for("http://127.0.0.1:5000") is None
+    with pytest.raises(StoreError, match=STUDY_STORAGE_ENV):  # a search has no place there
+        study_storage("http://127.0.0.1:5000")
 
 
 def test_start_refuses_a_port_in_use_before_starting_anything(project, capsys):
@@ -76,6 +82,7 @@ def test_start_refuses_a_port_in_use_before_starting_anything(project, capsys):
 @pytest.mark.slow
 def test_start_prints_the_uri_status_shows_what_runs_and_tracking_server_finds_it(on_server):
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+", on_server.uri)
+    assert "database cluster made in" in on_server.started.stdout  # its first start
     with urllib.request.urlopen(f"{on_server.uri}/health", timeout=5) as response:
         assert response.status == 200
     state = on_server.state()
@@ -136,6 +143,7 @@ def test_a_search_keeps_its_study_in_the_servers_optuna_database(on_server):
     storage = study_database_for(on_server.uri)
     assert storage.startswith("postgresql+psycopg://") and "/optuna?passfile=" in storage
     assert study_database_for(on_server.uri.replace("127.0.0.1", "localhost")) == storage
+    assert study_storage(on_server.uri) == storage
     assert f"study in {storage}" in done.stdout
     trials = optuna.load_study(study_name=study, storage=storage).trials
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
@@ -162,9 +170,7 @@ def test_the_password_is_kept_in_its_0600_file_and_nowhere_else(on_server):
 
     client = MlflowClient(on_server.uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(experiments)
-    assert runs
-    for run in runs:
+    for run in client.search_runs(experiments):  # the sweep's and the search's
         assert password not in repr(run.data.params) + repr(run.data.tags)
 
     seen = 0

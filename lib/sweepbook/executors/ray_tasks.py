@@ -26,7 +26,7 @@ from sweepbook.config import SECRETS_ENV, ConfigError, project_root, read_secret
 from sweepbook.env import patched_environ
 from sweepbook.executors.base import Executor, JobSpec, Outcome
 from sweepbook.tracking.location import sqlite_file
-from sweepbook.tracking.record import PRUNED
+from sweepbook.tracking.record import PRUNED, WORKER_ENV
 
 STOP_GRACE_S = 10.0  # a cancelled job's time to end its run KILLED
 LOOPBACK = "127.0.0.1"
@@ -60,11 +60,14 @@ def run_task(spec: JobSpec, notebook: str, secret: Dict[str, str]) -> Tuple[int,
     folder; returns the job's exit code and its run's id (None if it sent none)."""
     import multiprocessing
 
+    import ray
+
     from sweepbook.executors.job import run_job
 
     root = Path.cwd()  # Ray's copy of the project (working_dir)
     scratch = tempfile.mkdtemp(prefix="sweepbook-job-")
-    env = _job_environment(spec.env, root)
+    env = {**_job_environment(spec.env, root),
+           WORKER_ENV: f"ray node {ray.get_runtime_context().get_node_id()}"}
     if secret:
         env[SECRETS_ENV] = _write_secrets(secret, scratch)
     stem = os.path.join(scratch, Path(spec.output).stem)

@@ -21,6 +21,8 @@ CONFIG_EDITED_TAG = "sweepbook.config_edited"  # 'true': code changed cfg after 
 #                                                the params, not the overrides, say what ran
 HOST_TAG = "sweepbook.host"
 DEVICES_TAG = "sweepbook.cuda_visible_devices"  # the GPUs the run could see, when restricted
+WORKER_TAG = "sweepbook.worker"  # where an executor ran the job (a Ray node's id), when it says
+WORKER_ENV = "SWEEPBOOK_WORKER"  # how the executor says it
 GIT_DIRTY_TAG = "sweepbook.git.dirty"  # 'true' when tracked files had uncommitted changes
 VERSION_TAG = "sweepbook.version.{}"  # package versions: python, sweepbook, torch, mlflow, ...
 SOURCE_NAME_TAG = "mlflow.source.name"  # the notebook

@@ -56,6 +56,8 @@ def source_tags(root: Path, notebook: Optional[str]) -> Dict[str, str]:
     }
     if "CUDA_VISIBLE_DEVICES" in os.environ:  # a sweep's GPU slot (executors/local.py)
         tags[record.DEVICES_TAG] = os.environ["CUDA_VISIBLE_DEVICES"]
+    if os.environ.get(record.WORKER_ENV):
+        tags[record.WORKER_TAG] = os.environ[record.WORKER_ENV]
     commit = _git(root, "rev-parse", "HEAD")
     if commit:
         tags[record.GIT_COMMIT_TAG] = commit
