@@ -116,8 +116,8 @@ def search(name: str, overrides: list, sampler: str, pruner: str, trials: int, w
                           trials=trials, workers=workers, metric=METRIC, sampler=sampler,
                           pruner=pruner, seed=seed, quiet=True)
         wall = time.perf_counter() - started
-        if result.interrupted or result.aborted:  # Ctrl-C stops the bench, not only this search
-            sys.exit(128 + result.stopped_by if result.interrupted else result.aborted)
+        if result.interrupted:  # Ctrl-C stops the bench, not only this search
+            sys.exit(128 + result.stopped_by)
         runs = from_runs(result)
     ended = sorted(result.results, key=lambda r: (runs.get(r.index, (None,))[0] or math.inf,
                                                   r.index))
@@ -129,7 +129,7 @@ def search(name: str, overrides: list, sampler: str, pruner: str, trials: int, w
             "job_epochs": sum(row["epochs"] for row in rows),
             "to_own": seconds_to(rows, best) if best is not None else None,
             "pruned": result.count("PRUNED") / len(rows), "failed": result.count("FAILED"),
-            "wall": wall, "trials_in_order": rows}
+            "wall": wall, "aborted": result.aborted, "trials_in_order": rows}
 
 
 def mean(values):
@@ -234,7 +234,9 @@ def main() -> None:
                 path.mkdir(exist_ok=True)
                 figures.append(search(name, overrides, sampler, pruner, count, args.workers,
                                       seed, path))
-                print(f"  seed {seed} {name}: {figures[-1]['wall']:.0f} s", flush=True)
+                aborted = figures[-1]["aborted"]
+                print(f"  seed {seed} {name}: {figures[-1]['wall']:.0f} s"
+                      + (f" (the search stopped: {aborted})" if aborted else ""), flush=True)
     for seed in seeds:  # one target per seed: the best any search found
         found = [f for f in figures if f["seed"] == seed]
         target = max(f["best"] for f in found if f["best"] is not None)

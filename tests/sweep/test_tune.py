@@ -4,8 +4,9 @@ driver killed or stopped mid-search, and a study resumed for another metric. Aft
 MLflow, the study, the summary and the exit code say must agree.
 
 Trials are smoke-sized (debug=default). SEARCH reaches learning rates at which Adam diverges
-(val_acc at chance): such trials are clearly worse than the median, so the median pruner stops
-them as soon as four trials completed, whatever the timing of the workers.
+(val_acc at chance). Tests go on from a search of four completed trials (the median pruner's
+startup), so every trial they add is pruned if it is clearly worse than the median, whatever
+the timing of the workers; the seeded sampler draws such learning rates among them.
 """
 import json
 import os
@@ -44,7 +45,7 @@ PAUSE = """
         pathlib.Path(os.environ["TUNE_PIDS"], f"{os.getpid()}.pid").write_text(str(os.getpid()))
     time.sleep(float(os.environ.get("TUNE_SLEEP", "0")))"""
 PAUSED_SEARCH = ["optimizer.lr=tag(log,interval(1e-3,1e-1))", "model=choice(cnn,mlp)",
-                 "training.epochs=1", "--trials", "3"]
+                 "training.epochs=1", "--trials", "2"]
 
 
 def environment(folder: Path) -> dict:
@@ -172,8 +173,7 @@ def searched(tmp_path_factory, store_template) -> Path:
     shutil.copy(store_template, folder / "db" / "mlflow.db")
     done = tune(TRAIN, *SEARCH, "--trials", str(FIRST_TRIALS), env=environment(folder))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert summary(done).startswith(f"search train-") and f": {FIRST_TRIALS} finished;" in \
-        summary(done), done.stdout
+    assert f": {FIRST_TRIALS} finished;" in summary(done), done.stdout
     return folder
 
 
@@ -185,7 +185,7 @@ def go_on_with(searched: Path, folder: Path) -> dict:
 
 @pytest.fixture
 def paused(tmp_path) -> str:
-    """train.ipynb with the PAUSE hook, in a folder of its own (same name: same study name)."""
+    """train.ipynb with the PAUSE hook, in a folder of its own."""
     notebook = json.loads(Path(TRAIN).read_text())
     tracked = next(c for c in notebook["cells"] if "start_run(" in "".join(c["source"]))
     tracked["source"] = "".join(tracked["source"]) + PAUSE
@@ -291,17 +291,15 @@ def test_the_same_command_with_more_trials_adds_only_the_missing_ones(searched, 
     assert_nothing_is_left_running(env)
 
 
-@pytest.mark.parametrize("option, says", [
-    (["--metric", "val_loss"], "optimizes val_acc (max), not val_loss (min)"),
-    (["--direction", "min"], "optimizes val_acc (max), not val_acc (min)")],
-    ids=["metric", "direction"])
-def test_a_study_made_for_another_metric_or_direction_is_refused(searched, tmp_path, option,
-                                                                 says):
+def test_a_study_made_for_another_metric_is_refused(searched, tmp_path):
+    """val_loss is also minimized: both what the study optimizes and its direction differ
+    (either alone is refused the same way: open_study compares the pair)."""
     env = go_on_with(searched, tmp_path)
     before = {r.info.run_id: r.info.status for r in all_runs(env)}
-    refused = tune(TRAIN, *SEARCH, "--trials", "6", *option, env=env)
+    refused = tune(TRAIN, *SEARCH, "--trials", "6", "--metric", "val_loss", env=env)
     assert refused.returncode == 2, refused.stdout + refused.stderr
-    assert says in refused.stderr and "--study NEW_NAME" in refused.stderr
+    assert "optimizes val_acc (max), not val_loss (min)" in refused.stderr
+    assert "--study NEW_NAME" in refused.stderr
     assert "--metric val_acc --direction max" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert {r.info.run_id: r.info.status for r in all_runs(env)} == before
@@ -357,11 +355,11 @@ def test_kill_9_of_the_driver_then_the_same_command_runs_the_interrupted_trials_
 
     again = tune(paused, *PAUSED_SEARCH, env=env)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert ": 3 finished;" in summary(again)
+    assert ": 2 finished;" in summary(again)
     assert_nothing_is_left_running(env)
     study = the_study(env)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == 3  # exactly --trials counted
+    assert len(complete) == 2  # exactly --trials counted
     interrupted = [t for t in study.trials if t.user_attrs.get(INTERRUPTED_ATTR)]
     assert sorted(t.number for t in interrupted) == sorted(t.number for t in left)
     assert {t.state for t in interrupted} == {TrialState.FAIL}
@@ -369,7 +367,7 @@ def test_kill_9_of_the_driver_then_the_same_command_runs_the_interrupted_trials_
     for trial in interrupted:  # its config ran again
         assert trial.params in [t.params for t in complete]
     statuses = sorted(r.info.status for r in trial_runs(env))
-    assert statuses == ["FINISHED"] * 3 + ["KILLED"] * 2
+    assert statuses == ["FINISHED"] * 2 + ["KILLED"] * 2
     for run in trial_runs(env):
         if run.info.status == "KILLED":
             assert "driver" in run.data.tags[record.ERROR_TAG], run.data.tags

@@ -25,6 +25,7 @@ class JobSpec:
     env: Dict[str, str]  # the job's whole environment, the tracking URI included
     experiment_id: str  # where a placeholder run goes if the notebook never opens one
     threads: int = 1  # torch threads for this job (cores shared among workers)
+    orphaned: str = ""  # why the job stops if its parent process dies; "": its driver died
     kernel_start_retries: int = 1
 
     @property

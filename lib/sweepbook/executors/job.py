@@ -209,7 +209,8 @@ def run_job(spec: JobSpec, in_process: bool, reports=None) -> None:
     """The body of a job process; its exit code says how the notebook ended, and the run's id
     goes back through `reports` (a pipe's sending end) once the record is finished."""
     os.setpgid(0, 0)
-    with _StopSignals(STOP_REASONS) as stop:
+    reasons = {**STOP_REASONS, **({signal.SIGHUP: spec.orphaned} if spec.orphaned else {})}
+    with _StopSignals(reasons) as stop:
         os.environ.clear()
         os.environ.update(spec.env)
         _redirect_output(spec.log)

@@ -7,8 +7,8 @@ its task into a 0600 file on its node, and the job records itself, its executed 
 log included, in the tracking store, which must be reachable from every node: a cluster of
 more than one node needs a tracking server (`sweepbook server start`, `tracking=server`).
 
-On its node, a task runs the job in a child process exactly as the local executor does
-(job.run_job), so a stopped task (Ctrl-C, SIGTERM, a timeout: ray.cancel) stops its job,
+On its node, a task runs the job in a child process forked from the warmed-up Ray worker, as
+the local fork engine does (job.run_job), so a stopped task (Ctrl-C, SIGTERM, a timeout: ray.cancel) stops its job,
 which ends its run KILLED; a lost node fails its jobs with the reason, and running the same
 command again runs them.
 """
@@ -38,6 +38,8 @@ LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 EXCLUDED = ["/outputs", "/mlartifacts", "/mlruns", "/data", "/.sweepbook", "/mlflow.db*",
             "/optuna.db*", "*.egg-info", "__pycache__", ".ipynb_checkpoints"]
 FORWARDED = ("MLFLOW_", "SWEEPBOOK_", "OMP_NUM_THREADS")  # the driver's variables a job needs
+ORPHANED = ("its Ray worker died (its node was lost, or the cluster stopped); run the same "
+            "command again to finish the sweep")
 
 
 def _job_environment(driver_env: Dict[str, str], root: Path) -> Dict[str, str]:
@@ -53,6 +55,21 @@ def _write_secrets(secret: Dict[str, str], folder: str) -> str:
     with os.fdopen(descriptor, "w") as file:
         json.dump(secret, file)
     return path
+
+
+_WARM: List[bool] = []  # this Ray worker has paid the imports and first-use costs
+
+
+def _warm_up_worker() -> None:
+    """The first job in a Ray worker pays the imports and first-use costs (warmup.py); every
+    later job of the sweep that Ray gives this worker forks from it warm, as the fork
+    engine's jobs fork from its template."""
+    if not _WARM:
+        from sweepbook.executors import warmup
+
+        warmup.import_everything()
+        warmup.pay_first_use_costs()
+        _WARM.append(True)
 
 
 def run_task(spec: JobSpec, notebook: str, secret: Dict[str, str]) -> Tuple[int, Optional[str]]:
@@ -72,8 +89,9 @@ def run_task(spec: JobSpec, notebook: str, secret: Dict[str, str]) -> Tuple[int,
         env[SECRETS_ENV] = _write_secrets(secret, scratch)
     stem = os.path.join(scratch, Path(spec.output).stem)
     spec = dataclasses.replace(spec, notebook=str(root / notebook), output=f"{stem}.ipynb",
-                               log=f"{stem}.log", env=env)
-    context = multiprocessing.get_context("spawn")
+                               log=f"{stem}.log", env=env, orphaned=ORPHANED)
+    _warm_up_worker()
+    context = multiprocessing.get_context("fork")  # from the warm worker, as the fork engine
     reports, sender = context.Pipe(duplex=False)
     process = context.Process(target=run_job, args=(spec, True, sender), daemon=False)
     process.start()

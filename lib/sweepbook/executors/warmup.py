@@ -16,7 +16,7 @@ from pathlib import Path
 from sweepbook.executors.local import STORE_LOCK_ENV, WARMUP_CONFIG_ENV, handed_over_store
 
 
-def _import_everything() -> None:
+def import_everything() -> None:
     # jsonschema (through papermill's nbformat) imports rfc3987_syntax when present: 1.8 s spent
     # compiling a grammar for IRI formats that notebook validation never uses.
     sys.modules.setdefault("rfc3987_syntax", None)
@@ -29,7 +29,7 @@ def _import_everything() -> None:
     from sweepbook.tracking import run  # noqa: F401
 
 
-def _pay_first_use_costs() -> None:
+def pay_first_use_costs() -> None:
     import mlflow.pytorch
     import torch
 
@@ -79,8 +79,8 @@ def warm_up() -> None:
         lock = open(os.environ[STORE_LOCK_ENV]) if os.environ.get(STORE_LOCK_ENV) else None
     except FileNotFoundError:
         lock = None
-    _import_everything()
-    _pay_first_use_costs()
+    import_everything()
+    pay_first_use_costs()
     _compose_the_sweeps_config()
     tracking_uri = handed_over_store(lock) if lock else ""
     if tracking_uri:
