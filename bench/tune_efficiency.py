@@ -41,6 +41,7 @@ GOAL = 0.6  # TPE+median job-seconds / random job-seconds, at an equal or better
 LR_BOUNDS = (1e-4, 1e-1)
 MODELS, BATCH_SIZES = ("cnn", "mlp"), (32, 64, 128)
 SEARCHES = ("tpe+median", "random", "grid")
+SEARCHED = ("optimizer.lr", "model", "training.batch_size")  # kept per trial in the JSON
 
 
 def grid_lrs(count: int) -> list:
@@ -65,14 +66,16 @@ def spaces(lrs: list, epochs: int, seed: int) -> dict:
 
 
 def from_runs(result) -> dict:
-    """Trial number -> (its run's end time in ms, epochs it trained), from the store: the
-    order trials completed, and the work they did whatever the machine's load."""
+    """Trial number -> its run's end time (ms), epochs trained and searched values, from the
+    store: the order trials completed, and the work they did whatever the machine's load."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(result.tracking_uri)
-    return {r.index: (client.get_run(r.run_id).info.end_time,
-                      len(client.get_metric_history(r.run_id, METRIC)))
-            for r in result.results if r.run_id}
+    runs = {r.index: client.get_run(r.run_id) for r in result.results if r.run_id}
+    return {index: {"ended": run.info.end_time,
+                    "epochs": len(client.get_metric_history(run.info.run_id, METRIC)),
+                    **{key: run.data.params.get(key) for key in SEARCHED}}
+            for index, run in runs.items()}
 
 
 def seconds_to(rows: list, target: float):
@@ -119,10 +122,10 @@ def search(name: str, overrides: list, sampler: str, pruner: str, trials: int, w
         if result.interrupted:  # Ctrl-C stops the bench, not only this search
             sys.exit(128 + result.stopped_by)
         runs = from_runs(result)
-    ended = sorted(result.results, key=lambda r: (runs.get(r.index, (None,))[0] or math.inf,
-                                                  r.index))
+    ended = sorted(result.results, key=lambda r: (runs.get(r.index, {}).get("ended")
+                                                  or math.inf, r.index))
     rows = [{"trial": r.index, "status": r.status, METRIC: r.metric, "seconds": r.seconds,
-             "epochs": runs.get(r.index, (None, 0))[1]} for r in ended]
+             "epochs": 0, **runs.get(r.index, {})} for r in ended]
     best = result.best.value if result.best else None
     return {"search": name, "seed": seed, "trials": len(rows), "best": best,
             "job_seconds": sum(row["seconds"] or 0.0 for row in rows),

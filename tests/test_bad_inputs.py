@@ -176,9 +176,7 @@ BAD_INPUTS = {
                                                    "train_small"]),
     "tune with a search file with an unknown key": Bad(
         ["tune", TRAIN, "--search-file", "{file}"],
-        ["search.yaml", "bogus", "params", "trials", "sampler"], make_file=unknown_search_key,
-        marks=(pytest.mark.xfail(strict=True, reason="the message names the key but not the "
-                                 "valid ones (only 'SearchSettings')"),)),
+        ["search.yaml", "bogus", "params", "trials", "sampler"], make_file=unknown_search_key),
     "tune with a search file with an unknown sampler": Bad(
         ["tune", TRAIN, "--search-file", "{file}"], ["sampler='nope'", "tpe", "grid"],
         make_file=bad_search_sampler),

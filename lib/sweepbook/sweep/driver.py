@@ -140,8 +140,8 @@ def execute_jobs(recorder, launch: Launch, executor: Executor, source, result: S
 
     def note(job: Job, job_result: JobResult) -> None:
         result.results.append(job_result)  # first: a source that cannot be told stops the
-        shown.ended(job_result)  # sweep, and the job is still in its summary
-        source.tell(job, job_result)
+        source.tell(job, job_result)  # sweep, and the job is still in its summary
+        shown.ended(job_result)
 
     def collect(outcomes):
         for outcome in outcomes:

@@ -245,7 +245,8 @@ def _check_same(jobs: List[Job], attribute: str) -> None:
             f"all jobs of a sweep must share one {attribute}; this sweep has {values}")
 
 
-def validate(combinations: List[List[str]], notebook: Notebook) -> List[Job]:
+def validate(combinations: List[List[str]], notebook: Notebook,
+             kind: str = "jobs") -> List[Job]:
     """Compose every job against the notebook's primary config, its `_target_`s imported as
     the notebook would import them; report every invalid job, not only the first. The store
     the jobs share must be usable (check_store)."""
@@ -256,11 +257,12 @@ def validate(combinations: List[List[str]], notebook: Notebook) -> List[Job]:
             try:
                 jobs.append(_job(index, overrides, composer))
             except ConfigError as error:
-                problems.append(f"job {index} ({' '.join(redact_overrides(overrides))}):\n  " +
+                problems.append(f"{kind.split()[0][:-1]} {index} "
+                                f"({' '.join(redact_overrides(overrides))}):\n  " +
                                 str(error).replace("\n", "\n  "))
     if problems:
         raise SweepDefinitionError(
-            f"{len(problems)} of {len(combinations)} jobs are invalid against "
+            f"{len(problems)} of {len(combinations)} {kind} are invalid against "
             f"conf/{notebook.config_name}.yaml; nothing was run:\n" + "\n".join(problems))
     _check_same(jobs, "expname")
     _check_same(jobs, "tracking_uri")

@@ -221,9 +221,14 @@ class TuneRecorder(SweepRecorder):
         return rows
 
     def told(self, result: JobResult, trial, best) -> None:
-        """The trial's state on its run, and the parent's best if this trial is it."""
+        """The trial's state on its run (a run the search could not use ends FAILED, with
+        the reason), and the parent's best if this trial is it."""
         if result.run_id:
             self.client.set_tag(result.run_id, record.TRIAL_STATE_TAG, trial.state.name)
+            run = self.client.get_run(result.run_id)
+            if result.status == "FAILED" and run.info.status == "FINISHED":
+                self.client.set_tag(result.run_id, record.ERROR_TAG, result.error)
+                self.client.set_terminated(result.run_id, "FAILED")
         if best is not None and best.number == trial.number:
             self.client.log_batch(
                 self.parent_run_id,

@@ -63,15 +63,18 @@ class StudySource:
         from sweepbook.sweep.study import interrupt, tell_failed
 
         trial = self._asked.pop(job.index)
-        if result.status == "FINISHED" and result.metric is not None:
+        if result.status == "FINISHED" and result.metric is None:
+            result.status = "FAILED"  # the search cannot use it: the recorder says why in MLflow
+            result.error = (f"its run logged no metric named {self.metric!r}: the search "
+                            f"optimizes it (give --metric with a metric the notebook logs)")
+        if result.status == "FINISHED":
             frozen = self.study.tell(trial, result.metric)
         elif result.status == PRUNED:
             frozen = self.study.tell(trial, state=_state("PRUNED"))
         elif result.status == "KILLED":  # stopped with its sweep: run again by the next command
             frozen = interrupt(self.study, trial, result.error)
         else:
-            reason = result.error or f"its run logged no metric named {self.metric!r}"
-            frozen = tell_failed(self.study, trial, reason)
+            frozen = tell_failed(self.study, trial, result.error or result.status)
         self._counted += result.status != "KILLED"
         self.told(job, result, frozen)
 

@@ -130,10 +130,10 @@ def _range(override: Override):
     values = list(override.sweep_iterator())
     if sweep.shuffle or not values:
         return _choice(override)
+    low, step = min(values[0], values[-1]), abs(sweep.step)  # range(5,0,-1): 1 to 5
     if all(isinstance(v, int) for v in (sweep.start, sweep.stop, sweep.step)):
-        return IntDistribution(values[0], values[-1], step=sweep.step)
-    return FloatDistribution(float(values[0]), float(values[0] + sweep.step * (len(values) - 1)),
-                             step=float(sweep.step))
+        return IntDistribution(low, max(values[0], values[-1]), step=step)
+    return FloatDistribution(float(low), float(low + step * (len(values) - 1)), step=float(step))
 
 
 def _choice(override: Override):
@@ -214,7 +214,9 @@ def read_search_file(name: str) -> SearchSettings:
         settings = OmegaConf.merge(OmegaConf.structured(SearchSettings), loaded)
         return SearchSettings(**OmegaConf.to_container(settings))
     except (OSError, UnicodeDecodeError, OmegaConfBaseException) as error:
-        raise SweepDefinitionError(f"search file {path}: {error}".strip()) from None
+        valid = ", ".join(f.name for f in fields(SearchSettings))
+        raise SweepDefinitionError(f"search file {path}: {str(error).splitlines()[0]}; valid "
+                                   f"keys: {valid}") from None
 
 
 def settle(given: SearchSettings, overrides: Sequence[str],

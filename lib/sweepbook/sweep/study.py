@@ -24,23 +24,24 @@ SAMPLER_NAMES = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEs
                  "grid": "GridSampler"}
 
 
-def study_name(notebook: str, search: Sequence[str]) -> str:
-    """Same notebook and same search, same study: running the command again resumes it."""
-    identity = json.dumps([Path(notebook).name, sorted(search)])
+def study_name(notebook: str, search: Sequence[str], configs: Sequence[str] = ()) -> str:
+    """Same notebook, same search and same configs (the hashes of the space's corners, which
+    change with conf/), same study: running the command again resumes it."""
+    identity = json.dumps([str(Path(notebook).resolve()), sorted(search), sorted(configs)])
     return f"{Path(notebook).stem}-{hashlib.sha256(identity.encode()).hexdigest()[:10]}"
 
 
 @contextlib.contextmanager
-def quiet_optuna() -> Iterator[None]:
-    """Optuna's INFO lines ("A new study created ...") off, and back as they were after."""
+def quiet_optuna(level: str = "WARNING") -> Iterator[None]:
+    """Optuna's lines below `level` ("A new study created ...") off, and back after."""
     import optuna
 
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(getattr(optuna.logging, level))
     try:
         yield
     finally:
-        optuna.logging.set_verbosity(level)
+        optuna.logging.set_verbosity(before)
 
 
 def make_sampler(name: str, seed: int, space):
@@ -56,8 +57,21 @@ def make_sampler(name: str, seed: int, space):
     if name == "cmaes":  # categorical keys are sampled independently: said once, not per trial
         return samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "grid":
-        return samplers.GridSampler(space.grid(), seed=seed)
+        return _grid_sampler(space.grid(), seed)
     raise ValueError(f"sampler {name!r}: valid are {', '.join(SAMPLER_NAMES)}")
+
+
+def _grid_sampler(grid, seed: int):
+    """Optuna's grid sampler, except that it does not stop the study when the grid is used up:
+    that works only inside study.optimize, and raises from study.tell. The search asks for no
+    more trials than the grid has points (tune.py)."""
+    from optuna.samplers import GridSampler
+
+    class Grid(GridSampler):
+        def after_trial(self, study, trial, state, values) -> None:
+            pass
+
+    return Grid(grid, seed=seed)
 
 
 def open_study(storage: str, name: str, metric: str, direction: str, pruner: str):
@@ -70,9 +84,10 @@ def open_study(storage: str, name: str, metric: str, direction: str, pruner: str
                                     direction=OPTUNA_DIRECTIONS[direction],
                                     pruner=make_pruner(pruner), load_if_exists=True)
     made_for = (study.user_attrs.get(METRIC_ATTR), study.user_attrs.get(DIRECTION_ATTR))
-    if made_for == (None, None):
-        study.set_user_attr(METRIC_ATTR, metric)
-        study.set_user_attr(DIRECTION_ATTR, direction)
+    valued = any(t.value is not None for t in study.get_trials(deepcopy=False))
+    if made_for[0] != metric and made_for[1] in (None, direction) and not valued:
+        study.set_user_attr(METRIC_ATTR, metric)  # new, or no trial has a value of the old
+        study.set_user_attr(DIRECTION_ATTR, direction)  # metric yet (a misspelt --metric)
     elif made_for != (metric, direction):
         raise SweepDefinitionError(
             f"study {name!r} optimizes {made_for[0]} ({made_for[1]}), not {metric} "
@@ -177,7 +192,7 @@ def write_figures(study, folder: Path, metric: str) -> List[Path]:
               intermediate: lambda: _intermediate_values(study, metric)}
     written = []
     for name, make in makers.items():  # Optuna's plots set a ggplot style: put back after
-        with warnings.catch_warnings(), quiet_optuna(), plt.rc_context():
+        with warnings.catch_warnings(), quiet_optuna("ERROR"), plt.rc_context():
             warnings.simplefilter("ignore")  # Optuna's matplotlib plots are "experimental"
             try:
                 drawn = make()

@@ -51,17 +51,21 @@ def _settings(given: SearchSettings, search: Sequence[str],
     settings, overrides = spaces.settle(given, search, search_file)
     filled = {f.name: getattr(settings, f.name) if getattr(settings, f.name) is not None
               else getattr(DEFAULTS, f.name) for f in dataclasses.fields(SearchSettings)}
+    if not filled["metric"].strip():
+        raise SweepDefinitionError("metric='': name the metric the notebook logs every epoch, "
+                                   "e.g. --metric val_acc")
     filled["direction"] = filled["direction"] or direction_for(filled["metric"])
     return SearchSettings(**filled), overrides
 
 
-def _study_name(given: Optional[str], notebook: Path, overrides: Sequence[str]) -> str:
+def _study_name(given: Optional[str], notebook: Path, overrides: Sequence[str],
+                corners: Sequence[planning.Job]) -> str:
     from sweepbook.sweep.study import study_name
 
     if given is not None and not STUDY_NAME.fullmatch(given):
         raise SweepDefinitionError(f"study={given!r}: give 1 to 100 letters, digits, '_', '.' "
                                    f"or '-'")
-    return given or study_name(str(notebook), overrides)
+    return given or study_name(str(notebook), overrides, [j.config_hash for j in corners])
 
 
 def _trials(settings: SearchSettings, searched: SearchSpace) -> int:
@@ -122,13 +126,16 @@ def run_tune(notebook: str, search: Sequence[str] = (), *, trials: Optional[int]
     found = notebooks.inspect(notebook)
     searched = spaces.parse(overrides)
     trials = _trials(settings, searched)
-    name = _study_name(study, found.path, overrides)
-    print(f"search {name}: {trials} trials over {', '.join(searched.distributions)}: "
+    if study is not None:
+        _study_name(study, found.path, overrides, [])  # a bad name: refused before any work
+    print(f"search of {trials} trials over {', '.join(searched.distributions)}: "
           f"validating...", file=sys.stderr, flush=True)
     with StopSignals() as stop, runner as executor:
         corners = searched.corners()
         executor.prepare(str(found.path), found.config_name, corners[0])
-        first = planning.validate(corners, found)[0]  # every choice and bound composes
+        validated = planning.validate(corners, found, "corners of the search")
+        first = validated[0]  # every choice and bound of the space composes
+        name = _study_name(study, found.path, overrides, validated)
         executor.check_store(first.tracking_uri)
         storage = study_storage(first.tracking_uri)
         output_dir = output_folder(first, name)
