@@ -27,11 +27,11 @@ def _experiment(client, tmp_path, name: str) -> str:
     return client.create_experiment(name, artifact_location=(tmp_path / "artifacts").as_uri())
 
 
-def _search_of(client, experiment_id, name, params=None):
+def _search_of(client, experiment_id, name, tags=None):
     """A sweep's parent run named `name` holding a search figure, with three trials: the best
     by val_acc pruned."""
-    parent = make_run(client, experiment_id, name, params=params,
-                      tags={**PARENT, "sweepbook.sweep_id": "s"})
+    parent = make_run(client, experiment_id, name,
+                      tags={**PARENT, "sweepbook.sweep_id": "s", **(tags or {})})
     client.log_text(parent, "not really a PNG", "tune/optimization_history.png")
     trials = [("FINISHED", 0.8, {}), ("KILLED", 0.95, {"sweepbook.pruned": "pruned at step 1"}),
               ("KILLED", 0.9, {"sweepbook.error": "the job timed out"})]
@@ -52,11 +52,11 @@ def test_a_pruned_trial_is_pruned_and_never_the_best(store, client, tmp_path):
     assert best_run(runs, "val_acc")["run_name"] == "trial-0"
 
 
-@pytest.mark.parametrize("name, params, search", [
-    ("tune-s", {}, True), ("my-search", {"tune.metric": "val_acc"}, True),
+@pytest.mark.parametrize("name, tags, search", [
+    ("tune-s", {}, True), ("my-search", {"sweepbook.tune.metric": "val_acc"}, True),
     ("sweep-s", {}, False)])
-def test_a_search_is_told_by_its_parent_run(store, client, tmp_path, name, params, search):
-    _search_of(client, _experiment(client, tmp_path, "search"), name, params)
+def test_a_search_is_told_by_its_parent_run(store, client, tmp_path, name, tags, search):
+    _search_of(client, _experiment(client, tmp_path, "search"), name, tags)
     scope = resolve_scope(store, sweep_id="s")
     assert (scope.search, scope.title) == (search, f"{'search' if search else 'sweep'} s")
     figures = search_figures(scope, tmp_path / "figures")

@@ -3,8 +3,11 @@ import os
 
 import pytest
 
+from conftest import ROOT, SMOKE
+from sweepbook.config import ConfigError
 from sweepbook.executors import get_executor
-from sweepbook.executors.local import LocalExecutor, StoreHandoff, handed_over_store
+from sweepbook.executors.local import (GPU_COUNT_ENV, LocalExecutor, StoreHandoff, gpu_slots,
+                                       handed_over_store, visible_gpus)
 
 
 def test_unknown_engine_names_the_valid_ones():
@@ -15,7 +18,7 @@ def test_unknown_engine_names_the_valid_ones():
 def test_executors_are_chosen_by_name():
     executor = get_executor("local", workers=2, engine="kernel")
     assert isinstance(executor, LocalExecutor) and executor.has_room()
-    with pytest.raises(ValueError, match="unknown executor 'moon'; valid: local"):
+    with pytest.raises(ValueError, match="unknown executor 'moon'; valid: local, ray"):
         get_executor("moon", workers=1)
 
 
@@ -61,3 +64,54 @@ def test_a_job_that_opens_no_run_reports_its_placeholder(tmp_path, store, client
     assert run.data.tags["sweepbook.error"] == NO_RUN_REASON
     assert outcome.notebook == str(tmp_path / "o.ipynb")
     assert "o.ipynb" in [a.path for a in client.list_artifacts(run.info.run_id)]
+
+
+def test_gpus_are_shared_out_in_slots_never_shared_by_two_workers(monkeypatch):
+    monkeypatch.setenv(GPU_COUNT_ENV, "4")
+    assert visible_gpus() == ["0", "1", "2", "3"]
+    assert gpu_slots(visible_gpus(), 1) == ["0", "1", "2", "3"]
+    assert gpu_slots(visible_gpus(), 2) == ["0,1", "2,3"]
+    assert gpu_slots(visible_gpus(), 3) == ["0,1,2"]  # the fourth GPU is left idle
+    assert gpu_slots(visible_gpus(), 0) == [] and gpu_slots([], 1) == []
+    with pytest.raises(ConfigError, match="executor.gpus_per_job=5: only 4 GPUs are visible"):
+        gpu_slots(visible_gpus(), 5)
+    monkeypatch.setenv(GPU_COUNT_ENV, "two")
+    with pytest.raises(ConfigError, match="SWEEPBOOK_VISIBLE_GPUS='two'"):
+        visible_gpus()
+    monkeypatch.delenv(GPU_COUNT_ENV)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert visible_gpus() == ["3", "5"]  # what the machine lets this process see
+
+
+@pytest.mark.parametrize("device, workers", [("auto", 2), ("cuda", 2), ("cpu", 3),
+                                             ("cuda:1", 3)])
+def test_workers_get_slots_only_for_jobs_that_may_use_any_gpu(monkeypatch, device, workers):
+    monkeypatch.setenv(GPU_COUNT_ENV, "4")
+    executor = LocalExecutor(workers=3, gpus_per_job=2)
+    executor.use_device(device)
+    assert executor.workers == workers
+    assert executor.gpu_slots == (["0,1", "2,3"] if workers == 2 else [])
+
+
+@pytest.mark.slow
+def test_each_running_job_sees_its_own_gpu_slot(store, tmp_path, monkeypatch):
+    """No GPU here: SWEEPBOOK_VISIBLE_GPUS says 4; each run records the slot it saw."""
+    from mlflow.tracking import MlflowClient
+
+    from sweepbook.sweep.driver import run_sweep
+
+    monkeypatch.setenv(GPU_COUNT_ENV, "4")
+    result = run_sweep(str(ROOT / "notebooks" / "train.ipynb"),
+                       [*SMOKE, "seed=0,1,2", f"paths.output_dir={tmp_path}",
+                        "executor.gpus_per_job=2"], workers=3, quiet=True)
+    assert result.ok and result.count("FINISHED") == 3
+    client = MlflowClient(store)
+    runs = [client.get_run(r.run_id) for r in result.results]
+    slots = [r.data.tags["sweepbook.cuda_visible_devices"] for r in runs]
+    assert set(slots) <= {"0,1", "2,3"}
+    for a in runs:  # two runs at the same time never share a slot
+        for b in runs:
+            overlap = a.info.start_time < b.info.end_time and b.info.start_time < a.info.end_time
+            if a is not b and overlap:
+                assert a.data.tags["sweepbook.cuda_visible_devices"] != \
+                    b.data.tags["sweepbook.cuda_visible_devices"]

@@ -242,8 +242,8 @@ def test_pruned_trials_stop_early_and_are_never_failures_or_the_best(searched, t
     assert top.data.tags[record.SWEEP_TAG] == study.study_name
     assert {r.data.tags[record.SWEEP_TAG] for r in runs.values()} == {study.study_name}
     assert {r.data.tags[record.PARENT_TAG] for r in runs.values()} == {top.info.run_id}
-    assert (top.data.params["tune.metric"], top.data.params["tune.direction"]) == ("val_acc",
-                                                                                   "max")
+    assert (top.data.tags["sweepbook.tune.metric"],
+            top.data.tags["sweepbook.tune.direction"]) == ("val_acc", "max")
     assert top.data.tags["sweepbook.tune.trials"] == str(trials)
     pruned_per_attempt = client(env).get_metric_history(top.info.run_id, "jobs_pruned")
     assert sum(m.value for m in pruned_per_attempt) == len(pruned)

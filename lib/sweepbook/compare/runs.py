@@ -65,7 +65,7 @@ def _sweep_parent(client: MlflowClient, sweep_id: str, experiment: Optional[str]
 
 def _is_search(parent) -> bool:
     return ((parent.info.run_name or "").startswith(f"{record.SEARCH_KIND}-")
-            or record.SEARCH_METRIC_PARAM in parent.data.params)
+            or record.SEARCH_METRIC_TAG in parent.data.tags)
 
 
 def resolve_scope(tracking_uri: str, experiment: Optional[str] = None,
@@ -91,8 +91,8 @@ def resolve_scope(tracking_uri: str, experiment: Optional[str] = None,
     search = _is_search(parent)
     return Scope(tracking_uri, [parent.info.experiment_id],
                  f"{'search' if search else 'sweep'} {found}", parent.info.run_id, found, search,
-                 parent.data.params.get(record.SEARCH_METRIC_PARAM),
-                 parent.data.params.get(record.SEARCH_DIRECTION_PARAM))
+                 parent.data.tags.get(record.SEARCH_METRIC_TAG),
+                 parent.data.tags.get(record.SEARCH_DIRECTION_TAG))
 
 
 def scope_for(cfg, experiment: Optional[str] = None, sweep_id: Optional[str] = None) -> Scope:

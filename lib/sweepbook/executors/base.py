@@ -55,6 +55,10 @@ class Executor(ABC):
         job: its notebook, primary config and overrides) while the driver still validates
         and creates the store. Nothing by default."""
 
+    def use_device(self, device: str) -> None:
+        """The jobs train on `device` (training.device: auto, cpu, cuda, cuda:N, mps); an
+        executor that shares GPUs out decides here. Nothing by default."""
+
     def check_store(self, tracking_uri: str) -> None:
         """Refuse (ConfigError) a store the jobs cannot reach from where they run. Nothing by
         default: local jobs reach what the driver reaches."""

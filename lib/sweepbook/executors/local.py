@@ -50,7 +50,10 @@ def visible_gpus() -> List[str]:
     """The GPU ids jobs may be given: $SWEEPBOOK_VISIBLE_GPUS (a count), else
     $CUDA_VISIBLE_DEVICES, else the GPUs nvidia-smi lists (none without a driver)."""
     if os.environ.get(GPU_COUNT_ENV):
-        return [str(i) for i in range(int(os.environ[GPU_COUNT_ENV]))]
+        count = os.environ[GPU_COUNT_ENV]
+        if not count.isdigit():
+            raise ConfigError(f"{GPU_COUNT_ENV}={count!r}: give a number of GPUs (0 or more)")
+        return [str(i) for i in range(int(count))]
     if CUDA_DEVICES_ENV in os.environ:
         return [d.strip() for d in os.environ[CUDA_DEVICES_ENV].split(",")
                 if d.strip() and d.strip() != "-1"]
@@ -153,7 +156,16 @@ class LocalExecutor(Executor):
         self.in_process = engine == "fork"
         self._running: Dict[int, _Running] = {}
         self._handoff: Optional[StoreHandoff] = None
-        self.gpu_slots = gpu_slots(visible_gpus(), gpus_per_job)
+        self.gpus_per_job = gpus_per_job
+        self.gpu_slots: List[str] = []
+
+    def use_device(self, device: str) -> None:
+        """Share the visible GPUs out in slots when jobs train on `device` auto or cuda (a
+        job pinned to cuda:N, or on the CPU, sees what it would see alone): at most one
+        worker per slot."""
+        if device not in ("auto", "cuda"):
+            return
+        self.gpu_slots = gpu_slots(visible_gpus(), self.gpus_per_job)
         if self.gpu_slots and self.workers > len(self.gpu_slots):
             print(f"{len(self.gpu_slots)} workers, not {self.workers}: one per GPU slot "
                   f"({' | '.join(self.gpu_slots)})", file=sys.stderr)

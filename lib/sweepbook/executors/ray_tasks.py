@@ -16,16 +16,21 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
+from urllib.parse import parse_qs, urlparse
 
 from sweepbook.config import SECRETS_ENV, ConfigError, project_root, read_secrets
-from sweepbook.env import patched_environ
+from sweepbook.env import patched_environ, preserved_environ
 from sweepbook.executors.base import Executor, JobSpec, Outcome
+from sweepbook.params import redact_uri
 from sweepbook.tracking.location import sqlite_file
+from sweepbook.tracking.trial import TRIAL_ENV
 from sweepbook.tracking.record import PRUNED, WORKER_ENV
 
 STOP_GRACE_S = 10.0  # a cancelled job's time to end its run KILLED
@@ -72,7 +77,25 @@ def _warm_up_worker() -> None:
         _WARM.append(True)
 
 
-def run_task(spec: JobSpec, notebook: str, secret: Dict[str, str]) -> Tuple[int, Optional[str]]:
+def _study_passfile(env: Dict[str, str]) -> Dict[str, str]:
+    """The passfile a search's study database names (sweepbook server's), by path: its
+    password travels with the task, as secret overrides do."""
+    link = json.loads(env.get(TRIAL_ENV) or "{}")
+    paths = parse_qs(urlparse(link.get("storage", "")).query).get("passfile", [])
+    return {path: Path(path).read_text() for path in paths if Path(path).is_file()}
+
+
+def _place_passfiles(env: Dict[str, str], passfiles: Dict[str, str], folder: str) -> None:
+    """Each shipped passfile written 0600 in `folder`, and the study's link pointed at it."""
+    for index, (path, text) in enumerate(passfiles.items()):
+        copy = os.path.join(folder, f"passfile-{index}")
+        with os.fdopen(os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+            file.write(text)
+        env[TRIAL_ENV] = env[TRIAL_ENV].replace(path, copy)
+
+
+def run_task(spec: JobSpec, notebook: str, secret: Dict[str, str],
+             passfiles: Dict[str, str]) -> Tuple[int, Optional[str]]:
     """The body of a job's Ray task, on its node: the job in a child process, in a scratch
     folder; returns the job's exit code and its run's id (None if it sent none)."""
     import multiprocessing
@@ -87,6 +110,7 @@ def run_task(spec: JobSpec, notebook: str, secret: Dict[str, str]) -> Tuple[int,
            WORKER_ENV: f"ray node {ray.get_runtime_context().get_node_id()}"}
     if secret:
         env[SECRETS_ENV] = _write_secrets(secret, scratch)
+    _place_passfiles(env, passfiles, scratch)
     stem = os.path.join(scratch, Path(spec.output).stem)
     spec = dataclasses.replace(spec, notebook=str(root / notebook), output=f"{stem}.ipynb",
                                log=f"{stem}.log", env=env, orphaned=ORPHANED)
@@ -101,6 +125,8 @@ def run_task(spec: JobSpec, notebook: str, secret: Dict[str, str]) -> Tuple[int,
     except KeyboardInterrupt:  # ray.cancel: the job ends its run KILLED, then the task ends
         _stop(process)
         raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # its secrets file with it
     run_id = reports.recv() if reports.poll() else None
     return process.exitcode, run_id
 
@@ -114,6 +140,22 @@ def _stop(process) -> None:
         process.join(grace)
         if process.exitcode is not None:
             return
+
+
+@contextlib.contextmanager
+def _as_they_were() -> Iterator[None]:
+    """ray.init installs its own SIGTERM handler (sys.exit: the sweep's stop path would be
+    skipped) and sets variables (PYTHONBREAKPOINT): the caller's are put back after."""
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT,
+                                                                     signal.SIGTERM)}
+    try:
+        with preserved_environ():
+            yield
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 @contextlib.contextmanager
@@ -162,16 +204,24 @@ class RayExecutor(Executor):
         self._relative(notebook)
         options = {} if self.address else {"num_cpus": os.cpu_count(),
                                            "_node_ip_address": LOOPBACK}
-        with contextlib.nullcontext() if self.address else _loopback_only():
+        with contextlib.nullcontext() if self.address else _loopback_only(), \
+                _as_they_were():
             import ray
 
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING, configure_logging=False,
-                     runtime_env={"working_dir": str(self.root), "excludes": EXCLUDED},
-                     **options)
+            try:
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.WARNING, configure_logging=False,
+                         runtime_env={"working_dir": str(self.root), "excludes": EXCLUDED},
+                         **options)
+            except ConnectionError as error:
+                raise ConfigError(
+                    f"executor.address={self.address}: no Ray cluster answers there ({error}); "
+                    f"give auto (the cluster `ray start` made on this machine), HOST:PORT of "
+                    f"its head, or no address for a local Ray") from None
         self._remote = ray.remote(run_task).options(num_cpus=self.num_cpus,
                                                     num_gpus=self.num_gpus, max_retries=0)
-        self.workers = self.given_workers or self._cluster_slots()
+        slots = self._cluster_slots()  # always: a task asking for what no node has waits forever
+        self.workers = self.given_workers or slots
 
     def _cluster_slots(self) -> int:
         """Jobs the cluster can run at once; jobs asking for more than it has are refused (a
@@ -197,6 +247,8 @@ class RayExecutor(Executor):
                               f"project to its nodes; move the notebook into it") from None
 
     def check_store(self, tracking_uri: str) -> None:
+        """A SQLite store cannot be shared by several nodes; a server on loopback cannot be
+        reached from another machine."""
         import ray
 
         nodes = [node for node in ray.nodes() if node.get("Alive")]
@@ -205,6 +257,14 @@ class RayExecutor(Executor):
                 f"the SQLite store {sqlite_file(tracking_uri)} cannot be shared by the "
                 f"{len(nodes)} nodes of this Ray cluster: start a tracking server (sweepbook "
                 f"server start) and use it (tracking=server)")
+        here = ray.util.get_node_ip_address()
+        elsewhere = sorted({n["NodeManagerAddress"] for n in nodes} - {here})
+        host = urlparse(tracking_uri).hostname or ""
+        if elsewhere and (host == "localhost" or host.startswith("127.") or host == "::1"):
+            raise ConfigError(
+                f"tracking.uri={redact_uri(tracking_uri)} is this machine's loopback: the Ray "
+                f"nodes at {', '.join(elsewhere)} cannot reach it; start the server with "
+                f"--host 0.0.0.0 and give tracking.uri=http://{here}:PORT")
 
     def close(self) -> None:
         """Disconnect; a Ray started for this sweep stops with it (its own processes only)."""
@@ -219,7 +279,10 @@ class RayExecutor(Executor):
 
     def start(self, spec: JobSpec) -> None:
         secret = read_secrets(spec.env[SECRETS_ENV]) if spec.env.get(SECRETS_ENV) else {}
-        ref = self._remote.remote(spec, self._relative(spec.notebook), secret)
+        shipped = dataclasses.replace(spec, env={k: v for k, v in spec.env.items()
+                                                 if k.startswith(FORWARDED)})
+        ref = self._remote.remote(shipped, self._relative(spec.notebook), secret,
+                                  _study_passfile(spec.env))
         self._running[spec.index] = _Task(ref, spec, time.monotonic())
 
     def _outcome(self, index: int, status: Optional[str] = None,
@@ -234,8 +297,8 @@ class RayExecutor(Executor):
         if status is None:
             try:
                 code, run_id = ray.get(task.ref)
-            except RayError as error:  # a lost node, a dead worker
-                status = "FAILED"
+            except RayError as error:  # a lost node, a dead worker: killed, not failed, so
+                status = "KILLED"  # that the next command (a resumed sweep or search) runs it
                 reason = f"its Ray task failed: {type(error).__name__}: {error}"[:5000]
             else:
                 status = {EXIT_OK: "FINISHED", EXIT_PRUNED: PRUNED}.get(code, "FAILED")

@@ -144,9 +144,17 @@ def execute_jobs(recorder, launch: Launch, executor: Executor, source, result: S
         shown.ended(job_result)
 
     def collect(outcomes):
+        """Every outcome is noted even if one cannot be (its source refused it): then the
+        first such error stops the sweep, after."""
+        failed = None
         for outcome in outcomes:
             job = started[outcome.spec.index]
-            note(job, _record(recorder, job, outcome))
+            try:
+                note(job, _record(recorder, job, outcome))
+            except Exception as error:
+                failed = failed or error
+        if failed is not None:
+            raise failed
 
     try:
         while (not source.exhausted or executor.running) and stop.signum is None:
@@ -269,6 +277,7 @@ def run_sweep(notebook: Optional[str], overrides: Sequence[str] = (), *,
         executor.prepare(str(found.path), found.config_name, combinations[0])
         jobs = planning.validate(combinations, found)
         executor.check_store(jobs[0].tracking_uri)
+        executor.use_device(jobs[0].device)
         sweep_id = planning.sweep_id(str(found.path), jobs)
         output_dir = output_folder(jobs[0], sweep_id)
         with one_driver(jobs[0], sweep_id):

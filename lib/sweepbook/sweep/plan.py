@@ -47,6 +47,7 @@ class Job:
     tracking_uri: str
     artifact_root: Optional[str]  # where the experiment's artifacts go (None: server decides)
     output_dir: str  # paths.output_dir: executed notebooks go to <output_dir>/sweeps/<id>/
+    device: str = "auto"  # training.device (auto when the config has no training section)
     environment: Dict[str, str] = field(default_factory=dict)  # this job's own (a trial's link)
     problem: Optional[str] = None  # why it cannot run (a search's trial that is invalid)
 
@@ -204,9 +205,10 @@ def _with_values(base: DictConfig, parsed: List[Override], values: List[Override
 def _job(index: int, overrides: List[str], composer: _Composer) -> Job:
     cfg = composer.compose(overrides)
     made = composition(cfg)
+    training = cfg.get("training")
     return Job(index, overrides, run_name(cfg, overrides, made.choices), config_hash(cfg),
                cfg.expname, cfg.tracking.uri, artifact_root(cfg.tracking.uri, cfg),
-               cfg.paths.output_dir)
+               cfg.paths.output_dir, training.device if training else "auto")
 
 
 class Validator:

@@ -207,7 +207,8 @@ class TuneRecorder(SweepRecorder):
     def set_settings(self, settings: Dict[str, str]) -> None:
         """This attempt's settings (a resumed search may change its sampler or trials)."""
         self.client.log_batch(self.parent_run_id, tags=[
-            RunTag(f"sweepbook.tune.{key}", str(value)) for key, value in settings.items()])
+            RunTag(record.SEARCH_SETTING_TAG.format(key), str(value))
+            for key, value in settings.items()])
 
     def earlier_trials(self, trials) -> List[JobResult]:
         """Trials ended by earlier attempts, as SKIPPED rows with their value and run."""
@@ -215,9 +216,10 @@ class TuneRecorder(SweepRecorder):
         rows = []
         for trial in trials:
             run = runs.get(str(trial.number))
-            rows.append(JobResult(trial.number, run.info.run_name if run else f"trial {trial.number}",
-                                  SKIPPED, trial.value, None, None,
-                                  run.info.run_id if run else None))
+            value = trial.value if trial.state.name == "COMPLETE" else None  # a pruned one's
+            rows.append(JobResult(  # last reported value is no result: never a best
+                trial.number, run.info.run_name if run else f"trial {trial.number}", SKIPPED,
+                value, None, None, run.info.run_id if run else None))
         return rows
 
     def told(self, result: JobResult, trial, best) -> None:

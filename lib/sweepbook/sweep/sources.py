@@ -1,8 +1,9 @@
 """Where a sweep's jobs come from. The driver asks a source for the next job while it has
 room, and tells it each result: a grid hands out its planned jobs in order and learns
 nothing; a search (an Optuna study) chooses each next trial from the results so far."""
+import math
 from collections import deque
-from typing import Callable, Dict, Iterable, List
+from typing import Callable, Dict, Iterable, List, Optional
 
 from sweepbook.sweep.plan import Job
 from sweepbook.sweep.results import JobResult
@@ -63,10 +64,12 @@ class StudySource:
         from sweepbook.sweep.study import interrupt, tell_failed
 
         trial = self._asked.pop(job.index)
-        if result.status == "FINISHED" and result.metric is None:
+        if result.status == "FINISHED" and not _usable(result.metric):
             result.status = "FAILED"  # the search cannot use it: the recorder says why in MLflow
             result.error = (f"its run logged no metric named {self.metric!r}: the search "
-                            f"optimizes it (give --metric with a metric the notebook logs)")
+                            f"optimizes it (give --metric with a metric the notebook logs)"
+                            if result.metric is None else
+                            f"its {self.metric} is {result.metric}: not a number to optimize")
         if result.status == "FINISHED":
             frozen = self.study.tell(trial, result.metric)
         elif result.status == PRUNED:
@@ -81,6 +84,19 @@ class StudySource:
     def unstarted(self) -> List[Job]:
         """A search hands out no job it will not run."""
         return []
+
+    def abandon(self, reason: str) -> None:
+        """Trials asked for and never told (the loop broke before their result): interrupted,
+        so that no trial is left RUNNING and the next command runs them again."""
+        from sweepbook.sweep.study import interrupt
+
+        for trial in self._asked.values():
+            interrupt(self.study, trial, reason)
+        self._asked.clear()
+
+
+def _usable(metric: Optional[float]) -> bool:
+    return metric is not None and math.isfinite(metric)
 
 
 def _state(name: str):

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sweepbook.config import config_dir
-from sweepbook.params import redact_overrides
+from sweepbook.params import redact_override, redact_overrides
 from sweepbook.redaction import hide_secrets_in, is_secret_key
 from sweepbook.sweep.plan import SweepDefinitionError, _parser, merge_overrides
 from sweepbook.tracking.record import DIRECTIONS
@@ -176,7 +176,7 @@ def parse(overrides: Sequence[str]) -> SearchSpace:
         if not override.is_sweep_override():
             fixed.append(override.input_line)
             continue
-        if is_secret_key(key):
+        if is_secret_key(key) or redact_override(override.input_line) != override.input_line:
             raise SweepDefinitionError(f"{key}: a secret cannot be searched over; give it one "
                                        f"value")
         try:

@@ -12,13 +12,18 @@ import json
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
 
+from sweepbook.params import redact_uri
 from sweepbook.sweep.plan import SweepDefinitionError
+from sweepbook.tracking.location import StoreError
 from sweepbook.tracking.record import SEARCH_FIGURES
 from sweepbook.tracking.trial import make_pruner, open_storage
 
 METRIC_ATTR, DIRECTION_ATTR = "sweepbook.metric", "sweepbook.direction"  # the study's
 REASON_ATTR = "sweepbook.reason"  # why a trial failed
 INTERRUPTED_ATTR = "sweepbook.interrupted"  # a trial stopped with its search: run again
+REQUEUE_ATTR = "sweepbook.requeue_of"  # a queued trial: the number of the one it runs again
+COUNTED_FROM_ATTR = "sweepbook.counted_from"  # on the study: trials before this number were
+#                                              for a metric since corrected, and do not count
 OPTUNA_DIRECTIONS = {"max": "maximize", "min": "minimize"}
 SAMPLER_NAMES = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler",
                  "grid": "GridSampler"}
@@ -78,16 +83,22 @@ def open_study(storage: str, name: str, metric: str, direction: str, pruner: str
     """The study `name` (made, or loaded to resume it); one made for another metric or
     direction is refused, naming what it optimizes."""
     import optuna
+    from sqlalchemy.exc import SQLAlchemyError
 
-    with quiet_optuna():
-        study = optuna.create_study(storage=open_storage(storage), study_name=name,
-                                    direction=OPTUNA_DIRECTIONS[direction],
-                                    pruner=make_pruner(pruner), load_if_exists=True)
+    try:
+        with quiet_optuna():
+            study = optuna.create_study(storage=open_storage(storage), study_name=name,
+                                        direction=OPTUNA_DIRECTIONS[direction],
+                                        pruner=make_pruner(pruner), load_if_exists=True)
+    except (SQLAlchemyError, OSError, ValueError) as error:
+        raise StoreError(f"cannot open the study database {redact_uri(storage)}: "
+                         f"{str(error).splitlines()[0]}") from None
     made_for = (study.user_attrs.get(METRIC_ATTR), study.user_attrs.get(DIRECTION_ATTR))
     valued = any(t.value is not None for t in study.get_trials(deepcopy=False))
     if made_for[0] != metric and made_for[1] in (None, direction) and not valued:
         study.set_user_attr(METRIC_ATTR, metric)  # new, or no trial has a value of the old
-        study.set_user_attr(DIRECTION_ATTR, direction)  # metric yet (a misspelt --metric)
+        study.set_user_attr(DIRECTION_ATTR, direction)  # metric yet (a misspelt --metric):
+        study.set_user_attr(COUNTED_FROM_ATTR, len(study.trials))  # those trials do not count
     elif made_for != (metric, direction):
         raise SweepDefinitionError(
             f"study {name!r} optimizes {made_for[0]} ({made_for[1]}), not {metric} "
@@ -104,8 +115,9 @@ def counted(study) -> List:
     """The trials that count towards --trials: ended, and not interrupted."""
     from optuna.trial import TrialState
 
-    return [t for t in study.get_trials(deepcopy=False)
-            if t.state.is_finished() and not (t.state == TrialState.FAIL and _is_interrupted(t))]
+    start = study.user_attrs.get(COUNTED_FROM_ATTR, 0)
+    return [t for t in study.get_trials(deepcopy=False) if t.number >= start
+            and t.state.is_finished() and not (t.state == TrialState.FAIL and _is_interrupted(t))]
 
 
 def tell_failed(study, trial, reason: str):
@@ -117,15 +129,19 @@ def tell_failed(study, trial, reason: str):
 
 
 def interrupt(study, trial, reason: Optional[str]):
-    """A trial stopped with its search: FAILED and interrupted, its params queued again."""
+    """A trial stopped with its search: FAILED and interrupted, its params queued again, once
+    (a driver killed between the two steps leaves it RUNNING with its copy queued)."""
     from optuna.trial import TrialState
 
     storage, identifier = study._storage, trial_id(study, trial)
-    params = storage.get_trial(identifier).params
+    frozen = storage.get_trial(identifier)
+    if frozen.state.is_finished():
+        return frozen
     storage.set_trial_user_attr(identifier, INTERRUPTED_ATTR, True)
     storage.set_trial_user_attr(identifier, REASON_ATTR, (reason or "interrupted")[:1000])
-    if params:
-        study.enqueue_trial(params)
+    queued = {t.user_attrs.get(REQUEUE_ATTR) for t in study.get_trials(deepcopy=False)}
+    if frozen.params and frozen.number not in queued:
+        study.enqueue_trial(frozen.params, user_attrs={REQUEUE_ATTR: frozen.number})
     return study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
 
 

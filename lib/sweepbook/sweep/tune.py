@@ -35,8 +35,7 @@ from sweepbook.sweep.results import BestTrial, TuneResult
 from sweepbook.sweep.sources import StudySource
 from sweepbook.sweep.space import SearchSettings, SearchSpace
 from sweepbook.tracking import secrets
-from sweepbook.tracking.record import (SEARCH_DIRECTION_PARAM, SEARCH_METRIC_PARAM,
-                                       SEARCH_STORAGE_PARAM, SWEEP_NOTEBOOK_PARAM,
+from sweepbook.tracking.record import (SEARCH_STORAGE_PARAM, SWEEP_NOTEBOOK_PARAM,
                                        SWEEP_OVERRIDES_PARAM, direction_for)
 from sweepbook.tracking.trial import TrialLink, study_storage
 
@@ -89,12 +88,15 @@ def _best(study, result: TuneResult) -> Optional[BestTrial]:
     return BestTrial(best.number, best.value, dict(best.params), runs.get(best.number))
 
 
-def _finish(recorder, study, result: TuneResult) -> None:
-    """The best trial, the figures on the parent run, then the parent's end (driver.close_record);
-    figures that cannot be made or logged are reported, never hide the summary."""
+def _finish(recorder, study, source: Optional[StudySource], result: TuneResult) -> None:
+    """Trials asked for and never told (the loop broke) told interrupted; the best trial, the
+    figures on the parent run, then the parent's end (driver.close_record); figures that
+    cannot be made or logged are reported, never hide the summary."""
     from sweepbook.sweep.study import write_figures
 
     try:
+        if source is not None:
+            source.abandon("the search stopped before this trial's result was told")
         result.best = _best(study, result)
         with tempfile.TemporaryDirectory(prefix="sweepbook-tune-") as folder:
             write_figures(study, Path(folder), result.metric)
@@ -137,6 +139,7 @@ def run_tune(notebook: str, search: Sequence[str] = (), *, trials: Optional[int]
         first = validated[0]  # every choice and bound of the space composes
         name = _study_name(study, found.path, overrides, validated)
         executor.check_store(first.tracking_uri)
+        executor.use_device(first.device)
         storage = study_storage(first.tracking_uri)
         output_dir = output_folder(first, name)
         with one_driver(first, name):
@@ -152,24 +155,25 @@ def run_tune(notebook: str, search: Sequence[str] = (), *, trials: Optional[int]
                                                   settings.direction, settings.pruner)
             studies.repair(optuna_study)
             optuna_study.sampler = studies.make_sampler(  # resumed: never the same draws again
-                settings.sampler, settings.seed + len(optuna_study.trials), searched)
+                settings.sampler, (settings.seed + len(optuna_study.trials)) % 2 ** 32,
+                searched)
             from sweepbook.sweep.recorder import TuneRecorder  # MLflow: slow to import
 
             recorder = open_record(TuneRecorder, first, name, definition, settings.metric, {
                 SWEEP_NOTEBOOK_PARAM: definition["notebook"],
                 SWEEP_OVERRIDES_PARAM: " ".join(definition["overrides"])[:6000],
-                SEARCH_METRIC_PARAM: settings.metric,
-                SEARCH_DIRECTION_PARAM: settings.direction,
                 SEARCH_STORAGE_PARAM: redact_uri(storage)})
-            recorder.set_settings({"trials": trials, "sampler": settings.sampler,
-                                   "pruner": settings.pruner, "seed": settings.seed,
-                                   "workers": executor.workers})
             executor.store_ready(first.tracking_uri)
             result = TuneResult(name, recorder.parent_run_id, settings.metric,
-                                recorder.earlier_trials(studies.counted(optuna_study)),
                                 tracking_uri=first.tracking_uri, study=name,
                                 storage=redact_uri(storage))
+            source = None
             try:
+                recorder.set_settings({"metric": settings.metric,
+                                       "direction": settings.direction, "trials": trials,
+                                       "sampler": settings.sampler, "pruner": settings.pruner,
+                                       "seed": settings.seed, "workers": executor.workers})
+                result.results = recorder.earlier_trials(studies.counted(optuna_study))
                 launch = Launch(str(found.path), output_dir, executor.threads_per_job,
                                 first.tracking_uri, recorder.experiment_id, secrets_file)
                 source = StudySource(
@@ -185,7 +189,7 @@ def run_tune(notebook: str, search: Sequence[str] = (), *, trials: Optional[int]
                                  settings.direction, quiet)
                 execute_jobs(recorder, launch, executor, source, result, stop, shown)
             finally:
-                _finish(recorder, optuna_study, result)
+                _finish(recorder, optuna_study, source, result)
             if result.ok:
                 secrets.forget(secrets_file)
     return result

@@ -45,8 +45,10 @@ BEST_TRIAL_TAG = "sweepbook.best_trial"  # on a search's parent: the best trial 
 BEST_PARAMS_TAG = "sweepbook.best_params"  # on a search's parent: its params (JSON)
 BEST_VALUE_METRIC = "best_value"  # on a search's parent: the best value, step = trial number
 SEARCH_KIND = "tune"  # a search's parent run is named tune-<study>
-SEARCH_METRIC_PARAM = "tune.metric"  # on a search's parent: the metric it optimizes
-SEARCH_DIRECTION_PARAM = "tune.direction"  # max or min
+SEARCH_SETTING_TAG = "sweepbook.tune.{}"  # on a search's parent, set by every attempt:
+#                      metric, direction, trials, sampler, pruner, seed, workers
+SEARCH_METRIC_TAG = SEARCH_SETTING_TAG.format("metric")  # the metric it optimizes
+SEARCH_DIRECTION_TAG = SEARCH_SETTING_TAG.format("direction")  # max or min
 SEARCH_STORAGE_PARAM = "tune.storage"  # the study's database, redacted
 SEARCH_FIGURES_FOLDER = "tune"  # on a search's parent: its figures, drawn from the study
 SEARCH_FIGURES = ("optimization_history.png", "param_importances.png",
