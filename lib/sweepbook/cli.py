@@ -549,7 +549,16 @@ def _quiet_mlflow() -> Dict[str, Optional[str]]:
     return {name: os.environ.get(name, value) for name, value in defaults.items()}
 
 
+def _skip_iri_grammar() -> None:
+    """jsonschema (imported with nbformat) compiles rfc3987_syntax's IRI grammar when that
+    package is installed: about 2 s of every command, for string formats notebooks never use.
+    Only in this command's own process (the fork engine's template does the same)."""
+    sys.modules.setdefault("rfc3987_syntax", None)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    if __name__ == "__main__" or argv is None:  # the command, not main() called in-process
+        _skip_iri_grammar()
     with patched_environ(_quiet_mlflow()):  # put back after: main() also runs in-process
         args = parse_args(argv)
         code = args.func(args)

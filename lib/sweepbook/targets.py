@@ -6,6 +6,7 @@ must be one of its parameters (unless it takes **kwargs), and values must fit th
 annotation: its type (int, float, bool, str, Literal) and any `schema.Range` in `Annotated[...]`.
 torch optimizers check their own values when built, so one is built over a dummy parameter.
 """
+import contextlib
 import inspect
 import sys
 import typing
@@ -117,6 +118,27 @@ def _rule_problems(key: str, node: DictConfig, target: Any, parameters) -> List[
             if why]
 
 
+@contextlib.contextmanager
+def _without_dynamo(optimizer_class) -> Iterator[None]:
+    """Building a torch optimizer imports torch._dynamo (seconds: the largest part of
+    validating a sweep, profiled) only to keep dynamo out of Optimizer methods, which matters
+    when compiling, never in this check. torch's lazy wrappers (torch._disable_dynamo) look
+    for their cached answer in an attribute of the function they wrap: it is set for the
+    block and removed after; a torch without such wrappers is left as it is."""
+    wrapped = [getattr(method, "__wrapped__") for method in vars(optimizer_class).values()
+               if getattr(method, "__wrapped__", None) is not None
+               and getattr(method, "__code__", None) is not None
+               and method.__code__.co_filename.endswith("_compile.py")]
+    unset = [fn for fn in wrapped if not hasattr(fn, "__dynamo_disable")]
+    for fn in unset:
+        setattr(fn, "__dynamo_disable", fn)
+    try:
+        yield
+    finally:
+        for fn in unset:
+            delattr(fn, "__dynamo_disable")
+
+
 def _optimizer_problems(key: str, node: DictConfig, target: Any) -> List[str]:
     """A torch optimizer built over one dummy parameter: torch's own checks of its values."""
     optim = sys.modules.get("torch.optim")
@@ -130,7 +152,7 @@ def _optimizer_problems(key: str, node: DictConfig, target: Any) -> List[str]:
     from hydra.utils import instantiate
 
     try:
-        with preserved_environ():
+        with preserved_environ(), _without_dynamo(optim.Optimizer):
             instantiate(node, _partial_=True)([torch.nn.Parameter(torch.zeros(1))])
     except Exception as error:
         values = ", ".join(f"{key}.{k}={node[k]!r}" for k in node if k not in INSTANTIATE_KEYS)
