@@ -54,3 +54,4 @@ bench: $(STAMP)  ## benchmarks (bench/), ratios measured side by side
 	$(BIN)/python bench/compare_speed.py
 	$(BIN)/python bench/validate_speed.py
 	$(BIN)/python bench/tune_efficiency.py
+	$(BIN)/python bench/scale.py

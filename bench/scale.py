@@ -2,6 +2,7 @@
 `mlflow server`) against the embedded SQLite store, side by side in one run.
 
     .venv/bin/python bench/scale.py [--jobs 8] [--workers 2] [--runs 10000] [--repeats 3]
+                                    [--log-runs 100] [--log-values 200] [--log-batches 5]
                                     [--quick] [--json outputs/bench/scale.json]
 
 1. Executors: the same smoke sweep (debug=default, seeds 0..JOBS-1, --workers 2) with
@@ -15,7 +16,7 @@
    with one log_metric per value and with log_batch (1,000 metrics a call).
 3. Comparison: RUNS runs (15 params, 2 metrics, as bench/compare_speed.py makes them) in the
    server's PostgreSQL, loaded through the server with sweepbook.compare's loader (load_runs)
-   and with mlflow.search_runs, both checked to hold the same values first; load_runs on the
+   and with mlflow.search_runs, both checked to hold the same values; load_runs on the
    backend's URI (the SQL reader) for reference. A few runs are made through the server's API;
    the others are written straight into MLflow's tables (its own SQLAlchemy models) on the
    backend's URI, copied from an API-made run and checked alike: the API makes ~15 runs/s here.
@@ -80,7 +81,8 @@ def fresh_store(folder: Path) -> str:
     """A SQLite store with its schema made (the migrations paid before any clock)."""
     folder.mkdir(parents=True)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    MlflowClient(uri).search_experiments()
+    with quiet():
+        MlflowClient(uri).search_experiments()
     return uri
 
 
@@ -100,52 +102,70 @@ def sweep_on(executor: str, jobs: int, workers: int, folder: Path) -> dict:
 
     uri = fresh_store(folder)
     overrides = ["debug=default", f"seed=range(0,{jobs})", f"paths.output_dir={folder / 'out'}"]
-    with quiet(), patched_environ({"MLFLOW_TRACKING_URI": uri}):
-        started = time.perf_counter()
+    # RAY_ADDRESS=local: a Ray of its own, as executor.address=null means, even where a cluster
+    # named in /tmp/ray/ray_current_cluster (ray start, a test's cluster) would be joined
+    with quiet(), patched_environ({"MLFLOW_TRACKING_URI": uri, "RAY_ADDRESS": "local"}):
+        started, began = time.perf_counter(), time.time()
         result = run_sweep(str(NOTEBOOK), overrides, workers=workers, executor=executor,
                            quiet=True)
-        wall = time.perf_counter() - started
+        wall, ended = time.perf_counter() - started, time.time()
     if not result.ok:
         sys.exit(f"the {executor} sweep did not finish every job:\n{result.table()}")
     client = MlflowClient(uri)
     runs = [client.get_run(r.run_id).info for r in result.results]
     work = [(run.end_time - run.start_time) / 1000 for run in runs]
-    span = (max(run.end_time for run in runs) - min(run.start_time for run in runs)) / 1000
     job_seconds = [r.seconds for r in result.results]
+    in_slot = [j - w for j, w in zip(job_seconds, work)]  # in job order: the first ones first
     return {"executor": executor, "wall": wall, "work": sum(work),
             "run_seconds": statistics.mean(work), "job_seconds": statistics.mean(job_seconds),
-            "in_slot": statistics.mean(j - w for j, w in zip(job_seconds, work)),
-            "outside_runs": wall - span,
+            "in_slot": statistics.mean(in_slot),
+            "in_slot_first": statistics.mean(in_slot[:workers]),
+            "in_slot_later": statistics.mean(in_slot[workers:]) if jobs > workers else None,
+            "to_first_run": min(run.start_time for run in runs) / 1000 - began,
+            "after_last_run": ended - max(run.end_time for run in runs) / 1000,
             "overhead_per_job": (wall - sum(work) / workers) / jobs}
 
 
 def leftovers(before: set) -> list:
-    """Processes started under this one during the sweeps and still alive: ended, by PID."""
-    alive = [p for p in psutil.Process().children(recursive=True)
-             if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE]
+    """Processes started under this one during a sweep, still alive 5 s after: named, and
+    ended by PID. Not multiprocessing's resource tracker: one per process, ends with it."""
+    started = [p for p in psutil.Process().children(recursive=True) if p.pid not in before
+               and "multiprocessing.resource_tracker" not in " ".join(p.cmdline())]
+    _, alive = psutil.wait_procs(started, timeout=5)
+    named = []
     for process in alive:
-        process.terminate()
+        with contextlib.suppress(psutil.Error):
+            named.append(f"{process.pid} {' '.join(process.cmdline())[:80]}")
+            process.terminate()
     psutil.wait_procs(alive, timeout=10)
-    return [p.pid for p in alive]
+    return named
 
 
 def executors(jobs: int, workers: int, folder: Path) -> dict:
-    before = {p.pid for p in psutil.Process().children(recursive=True)}
     warm_driver()
-    sweeps = {name: sweep_on(name, jobs, workers, folder / name) for name in ("local", "ray")}
+    sweeps, left = {}, {}
+    for name in ("local", "ray"):
+        before = {p.pid for p in psutil.Process().children(recursive=True)}
+        sweeps[name] = sweep_on(name, jobs, workers, folder / name)
+        left[name] = leftovers(before)
     local, ray = sweeps["local"], sweeps["ray"]
     print(f"1. executors: {jobs} smoke jobs (debug=default, seeds 0..{jobs - 1}), "
           f"--workers {workers}, SQLite store")
-    print(f"   {'':8} {'wall s':>7} {'work s':>7} {'run s/job':>9} {'job s/job':>9} "
-          f"{'in slot':>7} {'outside runs':>12} {'overhead/job':>12}")
+    print(f"   {'':6} {'wall s':>7} {'work s':>7} {'run s/job':>9} {'job s/job':>9} "
+          f"{'in slot':>7} {'1st/later':>11} {'to 1st run':>10} {'after last':>10} "
+          f"{'overhead/job':>12}")
     for row in sweeps.values():
-        print(f"   {row['executor']:8} {row['wall']:7.1f} {row['work']:7.1f} "
+        later = "-" if row["in_slot_later"] is None else f"{row['in_slot_later']:.1f}"
+        print(f"   {row['executor']:6} {row['wall']:7.1f} {row['work']:7.1f} "
               f"{row['run_seconds']:9.2f} {row['job_seconds']:9.2f} {row['in_slot']:7.2f} "
-              f"{row['outside_runs']:12.1f} {row['overhead_per_job']:12.2f}")
-    print("   work: the runs' own seconds (MLflow end - start), summed; job s: the executor's "
-          "start-to-end of a job; in slot: job s - run s (process, notebook, reporting);")
-    print("   outside runs: wall - (first run's start to last run's end): the executor's "
-          f"start and stop; overhead/job = (wall - work / {workers}) / {jobs}")
+              f"{row['in_slot_first']:5.1f}/{later:<5} {row['to_first_run']:10.1f} "
+              f"{row['after_last_run']:10.1f} {row['overhead_per_job']:12.2f}")
+    print("   work: the runs' own seconds (MLflow end - start), summed; job s: a job's start "
+          "to end as its executor saw it;")
+    print(f"   in slot: job s - run s (process, warm-up, notebook, reporting), for all, the "
+          f"first {workers} jobs / the later ones;")
+    print(f"   to 1st run / after last: from the sweep's start / to its end; overhead/job = "
+          f"(wall - work / {workers}) / {jobs}; local ran first, then ray")
     ratios = {"wall": ray["wall"] / local["wall"],
               "overhead_per_job": ray["overhead_per_job"] / local["overhead_per_job"],
               "in_slot": ray["in_slot"] / local["in_slot"]}
@@ -153,8 +173,9 @@ def executors(jobs: int, workers: int, folder: Path) -> dict:
     print(f"   ray/local: wall {ratios['wall']:.2f}, overhead per job "
           f"{ratios['overhead_per_job']:.2f} ({extra:+.2f} s a job), in slot "
           f"{ratios['in_slot']:.2f}")
-    left = leftovers(before)
-    print(f"   processes left after both sweeps: {left or 'none'}", flush=True)
+    for name, named in left.items():
+        print(f"   processes left after the {name} sweep (ended by PID): {named or 'none'}",
+              flush=True)
     return {"sweeps": sweeps, "ray_over_local": ratios, "processes_left": left}
 
 
@@ -184,9 +205,10 @@ def tracking_server():
     finally:
         stopped = subprocess.run([SWEEPBOOK, "server", "stop"], env=env, text=True,
                                  capture_output=True, stdin=subprocess.DEVNULL)
-        print(f"server: {(stopped.stdout + stopped.stderr).strip()}")
         if stopped.returncode == 0:
             shutil.rmtree(root, ignore_errors=True)
+        print(f"server: {(stopped.stdout + stopped.stderr).strip()} (the temporary project: "
+              f"{'removed' if stopped.returncode == 0 else 'kept'})")
 
 
 # --- 2. logging ---
@@ -349,22 +371,28 @@ def comparison(server_uri: str, backend_uri: str, args) -> dict:
         server_scope = resolve_scope(server_uri, "bench-compare")
         backend_scope = resolve_scope(backend_uri, "bench-compare")
 
-        def search_runs():
+        def search_runs(most: int = 100000):
             with using_tracking_uri(server_uri):
-                return mlflow.search_runs([experiment_id], max_results=100000)
+                return mlflow.search_runs([experiment_id], max_results=most)
         loaders = {"mlflow.search_runs (server)": search_runs,
                    "load_runs (server)": lambda: load_runs(server_scope),
                    "load_runs (backend URI)": lambda: load_runs(backend_scope)}
-        reference = search_runs()
-        assert len(reference) == args.runs, f"{len(reference)} runs, not {args.runs}"
-        check_same(loaders["load_runs (server)"](), reference)  # also warms every path up
-        check_same(loaders["load_runs (backend URI)"](), reference)
+        search_runs(1)  # warm-up: a first request's costs
         times = {name: [] for name in loaders}
         for repeat in range(args.repeats):
             order = list(loaders) if repeat % 2 == 0 else list(reversed(loaders))
+            frames = {}
             for name in order:
-                times[name].append(timed(loaders[name]))
-    print(f"   both frames checked to hold the same values; medians of {args.repeats} loads")
+                started = time.perf_counter()
+                frames[name] = loaders[name]()
+                times[name].append(time.perf_counter() - started)
+            if repeat == 0:  # checked once, outside the clock: the same runs, the same values
+                reference = frames["mlflow.search_runs (server)"]
+                assert len(reference) == args.runs, f"{len(reference)} runs, not {args.runs}"
+                for name in ("load_runs (server)", "load_runs (backend URI)"):
+                    check_same(frames[name], reference)
+    print(f"   the loaders' frames checked to hold the same values; medians of {args.repeats} "
+          f"loads each")
     base = times["mlflow.search_runs (server)"]
     figures = {"api_runs_per_s": rate, "bulk_write_s": bulk, "api_runs": api_runs}
     for name, values in times.items():
@@ -381,17 +409,16 @@ def options() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--runs", type=int, default=10000, help="runs loaded for comparison")
     parser.add_argument("--repeats", type=int, default=3, help="of each logging measure and load")
-    parser.add_argument("--log-runs", type=int, default=200, help="runs created and ended")
-    parser.add_argument("--log-values", type=int, default=500, help="log_metric calls")
-    parser.add_argument("--log-batches", type=int, default=10, help=f"log_batch calls of {BATCH}")
+    parser.add_argument("--log-runs", type=int, default=100, help="runs created and ended")
+    parser.add_argument("--log-values", type=int, default=200, help="log_metric calls")
+    parser.add_argument("--log-batches", type=int, default=5, help=f"log_batch calls of {BATCH}")
     parser.add_argument("--json", type=Path, default=ROOT / "outputs" / "bench" / "scale.json")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 2 jobs, 300 runs, a few calls, 1 repeat")
-    args = parser.parse_args()
-    if args.quick:
-        args.jobs, args.runs, args.repeats = 2, 300, 1
-        args.log_runs, args.log_values, args.log_batches = 20, 50, 2
-    return args
+    if parser.parse_args().quick:  # its sizes, unless given
+        parser.set_defaults(jobs=2, runs=300, repeats=1, log_runs=20, log_values=50,
+                            log_batches=2)
+    return parser.parse_args()
 
 
 def main() -> None:

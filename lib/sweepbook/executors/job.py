@@ -209,6 +209,7 @@ def run_job(spec: JobSpec, in_process: bool, reports=None) -> None:
     """The body of a job process; its exit code says how the notebook ended, and the run's id
     goes back through `reports` (a pipe's sending end) once the record is finished."""
     os.setpgid(0, 0)
+    sys.modules.setdefault("rfc3987_syntax", None)  # this process's own: see cli._skip_iri_grammar
     reasons = {**STOP_REASONS, **({signal.SIGHUP: spec.orphaned} if spec.orphaned else {})}
     with _StopSignals(reasons) as stop:
         os.environ.clear()
