@@ -48,7 +48,7 @@ ui: $(STAMP)  ## MLflow UI on the local store, bound to 127.0.0.1
 server: $(STAMP) $(INITDB)  ## this project's tracking server (PostgreSQL + mlflow server), for a team or a cluster; prints its URI
 	$(BIN)/sweepbook server start
 
-bench: $(STAMP)  ## benchmarks (bench/), ratios measured side by side
+bench: $(STAMP) $(INITDB)  ## benchmarks (bench/), ratios measured side by side
 	$(BIN)/python bench/tracking_overhead.py
 	$(BIN)/python bench/sweep_speed.py
 	$(BIN)/python bench/compare_speed.py

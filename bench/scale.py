@@ -16,10 +16,11 @@
    with one log_metric per value and with log_batch (1,000 metrics a call).
 3. Comparison: RUNS runs (15 params, 2 metrics, as bench/compare_speed.py makes them) in the
    server's PostgreSQL, loaded through the server with sweepbook.compare's loader (load_runs)
-   and with mlflow.search_runs, both checked to hold the same values; load_runs on the
-   backend's URI (the SQL reader) for reference. A few runs are made through the server's API;
-   the others are written straight into MLflow's tables (its own SQLAlchemy models) on the
-   backend's URI, copied from an API-made run and checked alike: the API makes ~15 runs/s here.
+   and with mlflow.search_runs, both checked to hold the same values; for reference, load_runs
+   on the backend's URI (the SQL reader) and the bare REST search (the server's share). A few
+   runs are made through the server's API; the others are written straight into MLflow's
+   tables (its own SQLAlchemy models) on the backend's URI, copied from an API-made run and
+   checked alike: the API makes ~10-20 runs/s here, 10,000 would take over 10 minutes.
 
 MLflow's "View run at" lines (which cost a get_run per ended run on a server) are turned off.
 Everything runs in temporary folders; the figures are written as JSON too (--json).
@@ -49,6 +50,7 @@ from mlflow.tracking import MlflowClient
 from compare_speed import PARAMS, check_same, timed
 from sweepbook.compare import load_runs, resolve_scope
 from sweepbook.env import patched_environ
+from sweepbook.tracking.readers import PAGE_SIZE
 from sweepbook.tracking.server import MLFLOW_DB, Folder, database_url, read_state
 from sweepbook.tracking.store import using_tracking_uri
 
@@ -349,6 +351,20 @@ def check_bulk_like_api(client: MlflowClient, api_id: str, bulk_id: str) -> None
         assert set(getattr(made.data, part)) == set(getattr(written.data, part)), part
 
 
+def rest_search(server_uri: str, experiment_id: str) -> int:
+    """The server's part of a search: its answer to one REST call, received but not parsed.
+    Its size in bytes."""
+    import requests
+
+    with requests.Session() as session:
+        session.trust_env = False  # no proxy: the server is on this machine
+        response = session.post(f"{server_uri}/api/2.0/mlflow/runs/search",
+                                 json={"experiment_ids": [experiment_id],
+                                       "max_results": PAGE_SIZE})
+        response.raise_for_status()
+        return len(response.content)
+
+
 def comparison(server_uri: str, backend_uri: str, args) -> dict:
     client = MlflowClient(server_uri)
     experiment_id = client.create_experiment("bench-compare")
@@ -376,7 +392,8 @@ def comparison(server_uri: str, backend_uri: str, args) -> dict:
                 return mlflow.search_runs([experiment_id], max_results=most)
         loaders = {"mlflow.search_runs (server)": search_runs,
                    "load_runs (server)": lambda: load_runs(server_scope),
-                   "load_runs (backend URI)": lambda: load_runs(backend_scope)}
+                   "load_runs (backend URI)": lambda: load_runs(backend_scope),
+                   "REST search, unparsed": lambda: rest_search(server_uri, experiment_id)}
         search_runs(1)  # warm-up: a first request's costs
         times = {name: [] for name in loaders}
         for repeat in range(args.repeats):
@@ -392,7 +409,8 @@ def comparison(server_uri: str, backend_uri: str, args) -> dict:
                 for name in ("load_runs (server)", "load_runs (backend URI)"):
                     check_same(frames[name], reference)
     print(f"   the loaders' frames checked to hold the same values; medians of {args.repeats} "
-          f"loads each")
+          f"loads each; the REST search's answer: {frames['REST search, unparsed'] / 1e6:.1f} "
+          f"MB (the server's share of a load, for reference)")
     base = times["mlflow.search_runs (server)"]
     figures = {"api_runs_per_s": rate, "bulk_write_s": bulk, "api_runs": api_runs}
     for name, values in times.items():

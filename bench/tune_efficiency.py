@@ -1,5 +1,7 @@
-"""Search efficiency: TPE with the median pruner against random search without pruning and
-against the full grid of a discretized space, same space and trials, side by side in one run.
+"""Search efficiency: TPE with the median pruner against random search and against a grid.
+
+Random search runs without pruning over the same space and number of trials as TPE; the grid is
+the full grid of a discretized version of the space; all side by side in one run.
 
     .venv/bin/python bench/tune_efficiency.py [--seeds 3] [--trials N] [--epochs 8]
                                               [--grid-lrs 4] [--workers 2] [--quick]

@@ -21,6 +21,7 @@ from sweepbook.tracking.record import COUNTED_STATUSES, DEFAULT_METRIC, NOT_STAR
 
 EXIT_BAD_INPUT = 2
 MLFLOW_LOG_LEVEL_ENV = "MLFLOW_LOGGING_LEVEL"  # read when mlflow is first imported
+QUIET_URLS_ENV = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
@@ -545,7 +546,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def _quiet_mlflow() -> Dict[str, Optional[str]]:
     """MLflow offline and without INFO lines (store migrations), in this process and the kernels
     it starts, unless the caller chose otherwise."""
-    defaults = {TELEMETRY_ENV: "true", MLFLOW_LOG_LEVEL_ENV: "WARNING"}
+    defaults = {TELEMETRY_ENV: "true", MLFLOW_LOG_LEVEL_ENV: "WARNING",
+                QUIET_URLS_ENV: "true"}  # no "View run at ..." lines from a server's runs
     return {name: os.environ.get(name, value) for name, value in defaults.items()}
 
 

@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 from urllib.parse import parse_qs, urlparse
 
-from sweepbook.config import SECRETS_ENV, ConfigError, project_root, read_secrets
+from sweepbook.config import (SECRETS_ENV, TRACKING_URI_ENV, ConfigError, project_root,
+                              read_secrets)
 from sweepbook.env import patched_environ, preserved_environ
 from sweepbook.executors.base import Executor, JobSpec, Outcome
+from sweepbook.executors.local import NULL_POOL, POOL_ENV
 from sweepbook.params import redact_uri
 from sweepbook.tracking.location import sqlite_file
 from sweepbook.tracking.trial import TRIAL_ENV
@@ -65,15 +67,20 @@ def _write_secrets(secret: Dict[str, str], folder: str) -> str:
 _WARM: List[bool] = []  # this Ray worker has paid the imports and first-use costs
 
 
-def _warm_up_worker() -> None:
-    """The first job in a Ray worker pays the imports and first-use costs (warmup.py); every
-    later job of the sweep that Ray gives this worker forks from it warm, as the fork
-    engine's jobs fork from its template."""
+def _warm_up_worker(tracking_uri: str) -> None:
+    """The first job in a Ray worker pays the imports and first-use costs (warmup.py) and the
+    store's first query (seconds in every forked job otherwise); every later job of the sweep
+    that Ray gives this worker forks from it warm, as the fork engine's jobs fork from its
+    template."""
     if not _WARM:
+        from mlflow.tracking import MlflowClient
+
         from sweepbook.executors import warmup
 
         warmup.import_everything()
         warmup.pay_first_use_costs()
+        with patched_environ({POOL_ENV: NULL_POOL}):  # forked jobs never share a connection
+            MlflowClient(tracking_uri).search_experiments(max_results=1)
         _WARM.append(True)
 
 
@@ -106,7 +113,7 @@ def run_task(spec: JobSpec, notebook: str, secret: Dict[str, str],
 
     root = Path.cwd()  # Ray's copy of the project (working_dir)
     scratch = tempfile.mkdtemp(prefix="sweepbook-job-")
-    env = {**_job_environment(spec.env, root),
+    env = {**_job_environment(spec.env, root), POOL_ENV: NULL_POOL,  # forked: see local.py
            WORKER_ENV: f"ray node {ray.get_runtime_context().get_node_id()}"}
     if secret:
         env[SECRETS_ENV] = _write_secrets(secret, scratch)
@@ -114,7 +121,7 @@ def run_task(spec: JobSpec, notebook: str, secret: Dict[str, str],
     stem = os.path.join(scratch, Path(spec.output).stem)
     spec = dataclasses.replace(spec, notebook=str(root / notebook), output=f"{stem}.ipynb",
                                log=f"{stem}.log", env=env, orphaned=ORPHANED)
-    _warm_up_worker()
+    _warm_up_worker(env[TRACKING_URI_ENV])
     context = multiprocessing.get_context("fork")  # from the warm worker, as the fork engine
     reports, sender = context.Pipe(duplex=False)
     process = context.Process(target=run_job, args=(spec, True, sender), daemon=False)
@@ -209,7 +216,8 @@ class RayExecutor(Executor):
             import ray
 
             try:
-                ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                ray.init(address=self.address or "local",  # None would join any cluster
+                         include_dashboard=False, log_to_driver=False,  # this machine runs
                          logging_level=logging.WARNING, configure_logging=False,
                          runtime_env={"working_dir": str(self.root), "excludes": EXCLUDED},
                          **options)
