@@ -37,7 +37,7 @@ demo: $(STAMP)  ## a small sweep on the embedded SQLite store, then its summary
 	$(BIN)/sweepbook sweep notebooks/train.ipynb model=cnn,mlp optimizer.lr=1e-3,1e-2 --workers 2
 
 test: $(STAMP) $(CHROMIUM) $(INITDB)  ## the whole test suite
-	$(BIN)/python -m pytest --durations=25
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=25
 
 lab: $(STAMP)  ## JupyterLab on the project, bound to 127.0.0.1; open the URL it prints (with its token)
 	$(BIN)/jupyter lab --ip 127.0.0.1 --port $(LAB_PORT) $(ALLOW_ROOT) --notebook-dir .

@@ -10,7 +10,8 @@ import pytest
 from conftest import ROOT, SWEEPBOOK
 from sweepbook.executors.ray_tasks import LOOPBACK_ONLY
 
-pytestmark = pytest.mark.slow
+# One worker (pytest -n) runs them all, with the server tests: one server, one cluster.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("server")]
 
 
 def _listening(pids):
@@ -35,6 +36,21 @@ def test_a_local_ray_listens_on_loopback_only_and_stops_with_the_sweep():
     assert not left, f"Ray processes left after the sweep: {left}"
 
 
+def _started(start, tries: int = 2):
+    """Ray gives a node 30 s to start (hard-coded); on a loaded 2-core machine running the
+    suite on two workers one start can take longer: then it is tried once more."""
+    for attempt in range(tries):
+        before = {p.pid for p in psutil.Process().children(recursive=True)}
+        try:
+            return start()
+        except Exception as error:
+            for process in psutil.Process().children(recursive=True):  # what it started:
+                if process.pid not in before:  # stopped by PID before the next try
+                    process.kill()
+            if "timed out during startup" not in str(error) or attempt == tries - 1:
+                raise
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """Two Ray nodes on this machine, one CPU each, on loopback; stopped after by the PIDs
@@ -44,9 +60,9 @@ def cluster():
     from sweepbook.executors.ray_tasks import _loopback_only
 
     with _loopback_only():
-        made = Cluster(initialize_head=True,
-                       head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1"})
-        made.worker = made.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+        made = _started(lambda: Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 1, "node_ip_address": "127.0.0.1"}))
+        made.worker = _started(lambda: made.add_node(num_cpus=1, node_ip_address="127.0.0.1"))
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     yield made
     made.shutdown()

@@ -80,6 +80,7 @@ def test_start_refuses_a_port_in_use_before_starting_anything(project, capsys):
 # --- one server for the session ---
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("server")  # one worker: one server for all
 def test_start_prints_the_uri_status_shows_what_runs_and_tracking_server_finds_it(on_server):
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+", on_server.uri)
     assert "database cluster made in" in on_server.started.stdout  # its first start
@@ -103,6 +104,7 @@ def test_start_prints_the_uri_status_shows_what_runs_and_tracking_server_finds_i
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("server")  # one worker: one server for all
 def test_a_sweep_keeps_its_runs_and_artifacts_on_the_server(on_server, tmp_path):
     done = on_server.sweepbook("sweep", "notebooks/train.ipynb", "debug=default", "model=cnn,mlp",
                                "tracking=server", "--workers", "2", "--quiet")
@@ -133,6 +135,7 @@ def test_a_sweep_keeps_its_runs_and_artifacts_on_the_server(on_server, tmp_path)
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("server")  # one worker: one server for all
 def test_a_search_keeps_its_study_in_the_servers_optuna_database(on_server):
     done = on_server.sweepbook("tune", "notebooks/train.ipynb", "model=choice(cnn,mlp)",
                                "debug=default", "tracking=server", "--trials", "3",
@@ -153,6 +156,7 @@ def test_a_search_keeps_its_study_in_the_servers_optuna_database(on_server):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("server")  # one worker: one server for all
 def test_the_password_is_kept_in_its_0600_file_and_nowhere_else(on_server):
     """Last in this file: it reads what the commands of the tests before it printed."""
     folder = on_server.root / ".sweepbook" / "server"

@@ -170,8 +170,10 @@ def execute_jobs(recorder, launch: Launch, executor: Executor, source, result: S
         collect(executor.cancel(f"the sweep stopped: {result.aborted}"))
     finally:
         shown.close()
+    reported = {r.index for r in result.results}
+    never_ran = [job for job in started.values() if job.index not in reported]  # start failed
     result.results += [JobResult(job.index, job.name, NOT_STARTED, None, None, None, None)
-                       for job in source.unstarted()]
+                       for job in never_ran + source.unstarted()]
     result.results.sort(key=lambda r: r.index)
 
 
