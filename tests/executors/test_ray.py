@@ -1,6 +1,7 @@
 """The Ray executor on a real Ray: a local one started for a sweep, and a cluster of two nodes
 on this machine (ray.cluster_utils.Cluster) logging to a real sweepbook server."""
 import re
+import signal
 import subprocess
 import time
 
@@ -14,6 +15,10 @@ from sweepbook.executors.ray_tasks import LOOPBACK_ONLY
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("server")]
 
 
+def _children() -> set:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
 def _listening(pids):
     return {c.laddr.ip for c in psutil.net_connections(kind="inet")
             if c.status == psutil.CONN_LISTEN and c.pid in pids}
@@ -23,9 +28,10 @@ def test_a_local_ray_listens_on_loopback_only_and_stops_with_the_sweep():
     from sweepbook.executors.ray_tasks import RayExecutor
 
     executor = RayExecutor()
+    others = _children()  # a session's server, for one
     executor.prepare(str(ROOT / "notebooks" / "train.ipynb"), "train", [])
     try:
-        started = {p.pid for p in psutil.Process().children(recursive=True)}
+        started = _children() - others
         assert started, "Ray started no process"
         assert _listening(started) and _listening(started) <= {"127.0.0.1", "::ffff:127.0.0.1"}
         assert executor.workers >= 1
@@ -59,11 +65,12 @@ def cluster():
 
     from sweepbook.executors.ray_tasks import _loopback_only
 
+    others = _children()  # a session's server, for one
     with _loopback_only():
         made = _started(lambda: Cluster(initialize_head=True, head_node_args={
             "num_cpus": 1, "node_ip_address": "127.0.0.1"}))
         made.worker = _started(lambda: made.add_node(num_cpus=1, node_ip_address="127.0.0.1"))
-    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    before = _children() - others
     yield made
     made.shutdown()
     left = [pid for pid in before if psutil.pid_exists(pid)
@@ -80,14 +87,16 @@ def _runs(uri: str, sweep_id: str):
 
 
 def _wait_for_a_job_on(uri: str, node_id: str, process, timeout: float = 300):
-    """Poll the server until a job runs on the node `node_id`."""
+    """Poll the server until a job runs on the node `node_id` ("": on any node)."""
     from mlflow.tracking import MlflowClient
 
     client, deadline = MlflowClient(uri), time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         experiments = [e.experiment_id for e in client.search_experiments()]
         running = client.search_runs(experiments, "attributes.status = 'RUNNING'")
-        if any(node_id in r.data.tags.get("sweepbook.worker", "") for r in running):
+        workers = [r.data.tags["sweepbook.worker"] for r in running
+                   if "sweepbook.worker" in r.data.tags]  # a job's run, not the parent's
+        if any(node_id in worker for worker in workers):
             return
         time.sleep(0.5)
     raise AssertionError("no job ran on the second node")
@@ -153,3 +162,30 @@ def test_a_search_prunes_trials_on_ray_with_its_study_on_the_server(cluster, tra
     assert pruned and all(r.info.status == "KILLED" and "sweepbook.pruned" in r.data.tags
                           for r in pruned)
     assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+def test_sigterm_cancels_the_ray_tasks_and_leaves_no_run_running(cluster, tracking_server):
+    """SIGTERM to the driver (ray.init installs a handler of its own: the driver's stop path
+    must still be the one that runs) cancels the tasks, whose jobs end their runs KILLED, and
+    exits 143."""
+    from mlflow.tracking import MlflowClient
+
+    driver = subprocess.Popen(
+        [SWEEPBOOK, "sweep", "notebooks/train.ipynb", "debug=default", "training.epochs=400",
+         "seed=10,11", "tracking=server", "--executor", "ray",
+         f"executor.address={cluster.address}", "--quiet"], cwd=tracking_server.root,
+        env={**tracking_server.env, **LOOPBACK_ONLY}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    _wait_for_a_job_on(tracking_server.uri, "", driver)
+    driver.send_signal(signal.SIGTERM)
+    out, err = driver.communicate(timeout=120)
+    assert driver.returncode == 143, out + err
+    sweep_id = re.search(r"^sweep (\w+):", out, re.M).group(1)
+    _, runs = _runs(tracking_server.uri, sweep_id)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    children = [r for r in runs if r.data.tags.get("sweepbook.role") != "parent"]
+    assert children and all(r.info.status == "KILLED" for r in children)
+    assert any("SIGTERM" in r.data.tags.get("sweepbook.error", "") for r in children)
+    assert MlflowClient(tracking_server.uri).get_run(
+        [r for r in runs if r.data.tags.get("sweepbook.role") == "parent"][0].info.run_id
+    ).info.status == "KILLED"

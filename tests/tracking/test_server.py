@@ -5,6 +5,8 @@ import re
 import shutil
 import socket
 import stat
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -132,6 +134,15 @@ def test_a_sweep_keeps_its_runs_and_artifacts_on_the_server(on_server, tmp_path)
     assert listed.returncode == 0, listed.stdout + listed.stderr
     assert all(run.info.run_id in listed.stdout for run in runs)
     assert f"2 runs in {on_server.uri}" in listed.stdout
+
+    compared = tmp_path / "compare.ipynb"  # the comparison notebook reads the server too
+    done = subprocess.run([str(Path(sys.executable).parent / "papermill"),
+                           "notebooks/compare.ipynb", str(compared), "-p", "sweep_id", sweep_id,
+                           "-p", "overrides", '["tracking=server"]', "--no-progress-bar"],
+                          cwd=on_server.root, env=on_server.env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"sweep {sweep_id}: 2 runs in {on_server.uri}" in compared.read_text()
 
 
 @pytest.mark.slow
