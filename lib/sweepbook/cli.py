@@ -112,8 +112,7 @@ def _store_prefix(uri: Optional[str]) -> str:
 
 
 def cmd_sweep(args) -> int:
-    from sweepbook.sweep.driver import SweepRecordError, SweepStopped, run_sweep
-    from sweepbook.sweep.plan import SweepDefinitionError
+    from sweepbook.sweep.driver import run_sweep
 
     if not args.resume and not args.notebook:
         return _fail("give a notebook to sweep, or --resume SWEEP_ID")
@@ -123,13 +122,25 @@ def cmd_sweep(args) -> int:
         return _fail(f"--resume {args.resume} takes no notebook, overrides or --sweep-file "
                      f"(given: {redact_overrides(given.split())}): the sweep's record holds "
                      f"them; to resume a sweep of another store, set MLFLOW_TRACKING_URI")
-    try:
+    def sweep():
         if args.resume:
             _check_resumable(args.resume)
-        result = run_sweep(args.notebook, args.overrides, sweep_file=args.sweep_file,
-                           workers=args.workers, engine=args.engine, timeout=args.timeout,
-                           executor=args.executor, resume=args.resume, metric=args.metric, max_jobs=args.max_jobs,
-                           quiet=args.quiet)
+        return run_sweep(args.notebook, args.overrides, sweep_file=args.sweep_file,
+                         workers=args.workers, engine=args.engine, timeout=args.timeout,
+                         executor=args.executor, resume=args.resume, metric=args.metric,
+                         max_jobs=args.max_jobs, quiet=args.quiet)
+
+    return _drive(sweep, _print_sweep_summary)
+
+
+def _drive(run, print_summary) -> int:
+    """Run a sweep or a search; its exit code, and its summary printed (`| head`, or a pipe
+    whose reader Ctrl-C stopped: the record is complete, and the exit code still tells)."""
+    from sweepbook.sweep.driver import SweepRecordError, SweepStopped
+    from sweepbook.sweep.plan import SweepDefinitionError
+
+    try:
+        result = run()
     except (SweepDefinitionError, ConfigError, StoreError) as error:
         return _fail(str(error))
     except SweepStopped as stopped:
@@ -138,9 +149,9 @@ def cmd_sweep(args) -> int:
         return _fail(str(error), code=1)
     code = 128 + result.stopped_by if result.interrupted else (0 if result.ok else 1)
     try:
-        _print_sweep_summary(result, _store_prefix(result.tracking_uri))
-    except BrokenPipeError:  # `| head`, or a pipe whose reader Ctrl-C stopped: the record
-        pass  # is complete, and the exit code still tells how the sweep ended
+        print_summary(result, _store_prefix(result.tracking_uri))
+    except BrokenPipeError:
+        pass
     return code
 
 
@@ -167,28 +178,13 @@ def _print_tune_summary(result, store: str = "") -> None:
 
 
 def cmd_tune(args) -> int:
-    from sweepbook.sweep.driver import SweepRecordError, SweepStopped
-    from sweepbook.sweep.plan import SweepDefinitionError
     from sweepbook.sweep.tune import run_tune
 
-    try:
-        result = run_tune(args.notebook, args.overrides, trials=args.trials,
-                          workers=args.workers, metric=args.metric, direction=args.direction,
-                          sampler=args.sampler, pruner=args.pruner, study=args.study,
-                          seed=args.seed, search_file=args.search_file, engine=args.engine,
-                          timeout=args.timeout, executor=args.executor, quiet=args.quiet)
-    except (SweepDefinitionError, ConfigError, StoreError) as error:
-        return _fail(str(error))
-    except SweepStopped as stopped:
-        return _fail(f"{stopped} before any run was created", code=128 + stopped.signum)
-    except SweepRecordError as error:
-        return _fail(str(error), code=1)
-    code = 128 + result.stopped_by if result.interrupted else (0 if result.ok else 1)
-    try:
-        _print_tune_summary(result, _store_prefix(result.tracking_uri))
-    except BrokenPipeError:
-        pass
-    return code
+    return _drive(lambda: run_tune(
+        args.notebook, args.overrides, trials=args.trials, workers=args.workers,
+        metric=args.metric, direction=args.direction, sampler=args.sampler, pruner=args.pruner,
+        study=args.study, seed=args.seed, search_file=args.search_file, engine=args.engine,
+        timeout=args.timeout, executor=args.executor, quiet=args.quiet), _print_tune_summary)
 
 
 def _reports_user_errors(command):
