@@ -187,3 +187,27 @@ def tracking_server() -> TrackingServer:
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
         assert f"stopped the tracking server at {server.uri}" in stopped.stdout
         assert len(running) >= 5 and left == []
+
+
+STARTED_DRIVERS = []  # sweep or search drivers a test started: killed at its end if it failed
+
+
+@pytest.fixture(autouse=True)
+def _stop_leftover_drivers():
+    yield
+    while STARTED_DRIVERS:
+        driver = STARTED_DRIVERS.pop()
+        if driver.poll() is None:
+            driver.kill()  # its jobs die with it
+            driver.wait()
+
+
+def start_driver(command: str, notebook: str, *args, env: dict, options=("--quiet",),
+                 **extra_env) -> subprocess.Popen:
+    """`sweepbook sweep|tune NOTEBOOK ARGS --workers 2 OPTIONS` in the background, its output
+    piped; killed at the end of the test if it still runs."""
+    driver = subprocess.Popen([SWEEPBOOK, command, notebook, *args, "--workers", "2", *options],
+                              env={**env, **extra_env}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    STARTED_DRIVERS.append(driver)
+    return driver

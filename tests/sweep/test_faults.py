@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, SWEEPBOOK
+from conftest import ROOT, STARTED_DRIVERS, SWEEPBOOK, start_driver
 
 pytestmark = pytest.mark.slow
 
@@ -64,25 +64,8 @@ def sweep(notebook, *overrides, env, **extra_env) -> subprocess.CompletedProcess
                           env={**env, **extra_env}, capture_output=True, text=True, timeout=600)
 
 
-STARTED = []  # drivers a test started: killed at its end if the test failed first
-
-
-@pytest.fixture(autouse=True)
-def _stop_leftover_drivers():
-    yield
-    while STARTED:
-        driver = STARTED.pop()
-        if driver.poll() is None:
-            driver.kill()  # its jobs die with it
-            driver.wait()
-
-
 def start(notebook, *overrides, env, options=("--quiet",), **extra_env) -> subprocess.Popen:
-    driver = subprocess.Popen([SWEEPBOOK, "sweep", notebook, *overrides, "--workers", "2",
-                               *options], env={**env, **extra_env}, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-    STARTED.append(driver)
-    return driver
+    return start_driver("sweep", notebook, *overrides, env=env, options=options, **extra_env)
 
 
 def all_runs(env):
@@ -278,7 +261,7 @@ def test_sigterm_to_sweepbook_run_ends_its_run_killed(faulty, env, tmp_path):
     command = subprocess.Popen([SWEEPBOOK, "run", faulty, "seed=1", "--quiet"],
                                env={**env, "FAULT_SLEEP": "120"}, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    STARTED.append(command)
+    STARTED_DRIVERS.append(command)
     pid_file = tmp_path / "pids" / "1.pid"
     wait_until(lambda: pid_file.is_file() and any(
         r.info.status == "RUNNING" for r in all_runs(env)), what="the notebook's run")

@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 from sweepbook.sweep.study import INTERRUPTED_ATTR, METRIC_ATTR, REASON_ATTR
 from sweepbook.tracking import record
 
-from conftest import ROOT, SWEEPBOOK
+from conftest import ROOT, SWEEPBOOK, start_driver
 
 pytestmark = pytest.mark.slow
 
@@ -64,25 +64,8 @@ def tune(notebook, *args, env, **extra_env) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
-STARTED = []  # drivers a test started: killed at its end if the test failed first
-
-
-@pytest.fixture(autouse=True)
-def _stop_leftover_drivers():
-    yield
-    while STARTED:
-        driver = STARTED.pop()
-        if driver.poll() is None:
-            driver.kill()  # its jobs die with it
-            driver.wait()
-
-
 def start(notebook, *args, env, **extra_env) -> subprocess.Popen:
-    driver = subprocess.Popen([SWEEPBOOK, "tune", notebook, *args, "--workers", "2",
-                               "--quiet"], env={**env, **extra_env}, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-    STARTED.append(driver)
-    return driver
+    return start_driver("tune", notebook, *args, env=env, **extra_env)
 
 
 def summary(done) -> str:
