@@ -27,9 +27,7 @@ Everything runs in temporary folders; the figures are written as JSON too (--jso
 """
 import argparse
 import contextlib
-import io
 import json
-import logging
 import os
 import re
 import shutil
@@ -48,6 +46,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from compare_speed import PARAMS, check_same, timed
+from tune_efficiency import quiet as held_back
 from sweepbook.compare import load_runs, resolve_scope
 from sweepbook.env import patched_environ
 from sweepbook.tracking.readers import PAGE_SIZE
@@ -64,19 +63,10 @@ NO_URL_PRINTS = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 @contextlib.contextmanager
 def quiet():
-    """MLflow's INFO lines and the sweeps' own stderr held back (shown if it raises)."""
-    logger = logging.getLogger("mlflow")
-    level, held = logger.level, io.StringIO()
-    logger.setLevel(logging.WARNING)
-    try:
-        with contextlib.redirect_stderr(held), \
-                patched_environ({"MLFLOW_LOGGING_LEVEL": "WARNING", **NO_URL_PRINTS}):
-            yield
-    except BaseException:
-        print(held.getvalue())
-        raise
-    finally:
-        logger.setLevel(level)
+    """tune_efficiency's quiet() (MLflow's INFO lines and the sweeps' own stderr held back,
+    shown if it raises), with MLflow's "View run at" lines off too."""
+    with held_back(), patched_environ({"MLFLOW_LOGGING_LEVEL": "WARNING", **NO_URL_PRINTS}):
+        yield
 
 
 def fresh_store(folder: Path) -> str:
