@@ -50,6 +50,11 @@ class Executor(ABC):
         self.workers = workers
         self.timeout = timeout
 
+    def warm_up(self, notebook: str, overrides: List[str]) -> None:
+        """Start getting warm for jobs of `notebook` (not checked yet: it may not even exist)
+        with the first job's `overrides`, before the driver reads the notebook and validates
+        the jobs. Nothing by default."""
+
     def prepare(self, notebook: str, config_name: str, overrides: List[str]) -> None:
         """Get ready before the first job (start workers, warm them up with the sweep's first
         job: its notebook, primary config and overrides) while the driver still validates

@@ -2,7 +2,8 @@
 
 - `fork`: each job is forked from a warm template process (multiprocessing's fork server,
   preloaded with template.py) and runs the notebook in-process (engine.py). One fresh process
-  per job keeps jobs isolated; start-up costs are paid once per sweep.
+  per job keeps jobs isolated; start-up costs are paid once per process: the template
+  outlives a sweep, so a notebook's second sweep starts its first job at once.
 - `kernel`: each job is a fresh process that runs papermill's standard engine, a Jupyter
   kernel, exactly as `papermill` on the command line does.
 
@@ -10,6 +11,8 @@ Each job process leads its own process group, so a timeout or Ctrl-C also stops 
 started (a kernel stops by itself once its job is gone: ipykernel watches its parent). A job
 dies with its driver (job.py asks the kernel for a parent-death signal).
 """
+import atexit
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -22,7 +25,7 @@ import tempfile
 import time
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from sweepbook.config import ConfigError
 from sweepbook.env import patched_environ
@@ -36,6 +39,7 @@ TEMPLATE_MODULE = "sweepbook.executors.template"
 POOL_ENV, NULL_POOL = "MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool"  # no pooled connections
 STORE_LOCK_ENV = "SWEEPBOOK_STORE_LOCK"  # the template waits on it before its first store query
 WARMUP_CONFIG_ENV = "SWEEPBOOK_WARMUP_CONFIG"  # JSON: notebook, config_name, overrides
+TEMPLATE_FILES_ENV = "SWEEPBOOK_TEMPLATE_FILES"  # where the template writes its code's files
 STOP_GRACE_S = 10.0  # a stopped job's time to end its run KILLED and log its files
 GPU_COUNT_ENV = "SWEEPBOOK_VISIBLE_GPUS"  # a GPU count that overrides what this machine shows:
 #                                           how slots are tested on a machine without GPUs
@@ -129,6 +133,88 @@ def handed_over_store(opened_lock) -> str:
 
 
 @dataclasses.dataclass
+class Template:
+    """The fork engine's warm template process, kept from one sweep to the next in one Python
+    process (a notebook's kernel: its second sweep starts its first job at once)."""
+    pid: int
+    folder: Path  # the notebook's folder: what it imported its targets from
+    sys_path: Tuple[str, ...]  # this process's, which it was started with
+    code_files: str  # where it wrote the files of the code it imported, with their mtimes
+
+    def serves(self, notebook: str) -> bool:
+        """Alive, started for a notebook in the same folder, with the same sys.path, and none
+        of the code it imported (outside this Python's installation) changed since: else its
+        jobs would run modules other than those on disk."""
+        from multiprocessing import forkserver
+
+        if forkserver._forkserver._forkserver_pid != self.pid or not _alive(self.pid):
+            return False
+        if Path(notebook).parent != self.folder or tuple(sys.path) != self.sys_path:
+            return False
+        try:
+            files = json.loads(Path(self.code_files).read_text())
+        except (OSError, ValueError):  # still warming up, or it failed: not known to be warm
+            return False
+        return all(_mtime(file) == mtime for file, mtime in files.items())
+
+
+def _alive(pid: int) -> bool:
+    """Running (not reaped here: multiprocessing reaps its fork server itself)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _mtime(file: str) -> Optional[int]:
+    try:
+        return os.stat(file).st_mtime_ns
+    except OSError:
+        return None
+
+
+_template: Optional[Template] = None  # mirrors multiprocessing's own process-wide fork server
+
+
+def _start_template(notebook: str, config_name: Optional[str], overrides: List[str],
+                    handoff: StoreHandoff) -> None:
+    global _template
+    from multiprocessing import forkserver
+
+    fd, code_files = tempfile.mkstemp(prefix="sweepbook-template-", suffix=".json")
+    os.close(fd)
+    warm_up = {"notebook": notebook, "config_name": config_name,  # no secrets needed:
+               "overrides": redact_overrides(overrides)}  # a warm-up tolerates ***
+    with patched_environ({STORE_LOCK_ENV: handoff.path, POOL_ENV: NULL_POOL,
+                          WARMUP_CONFIG_ENV: json.dumps(warm_up),
+                          TEMPLATE_FILES_ENV: code_files}):
+        forkserver.ensure_running()
+    atexit.unregister(stop_template)  # registered once, whatever the number of templates
+    atexit.register(stop_template)
+    _template = Template(forkserver._forkserver._forkserver_pid, Path(notebook).parent,
+                         tuple(sys.path), code_files)
+
+
+def stop_template() -> None:
+    """Stop the fork engine's template by its PID, if one runs: the next sweep starts a fresh
+    one. Jobs forked from it lead their own process groups: untouched."""
+    global _template
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver  # private, but the only handle on the template
+    if server._forkserver_pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server._forkserver_pid, signal.SIGTERM)
+        server._stop()  # reaps it, and lets the next ensure_running() start a new one
+    if _template is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(_template.code_files)
+        _template = None
+
+
+@dataclasses.dataclass
 class _Running:
     process: multiprocessing.Process
     spec: JobSpec
@@ -156,6 +242,7 @@ class LocalExecutor(Executor):
         self.in_process = engine == "fork"
         self._running: Dict[int, _Running] = {}
         self._handoff: Optional[StoreHandoff] = None
+        self._prepared = False
         self.gpus_per_job = gpus_per_job
         self.gpu_slots: List[str] = []
 
@@ -171,43 +258,41 @@ class LocalExecutor(Executor):
                   f"({' | '.join(self.gpu_slots)})", file=sys.stderr)
             self.workers = len(self.gpu_slots)
 
-    def prepare(self, notebook: str, config_name: str, overrides: List[str]) -> None:
-        """Start the fork engine's template now, so that it warms up (with the sweep's own
-        config) while the driver validates the jobs and creates the store. Its environment
-        carries the store hand-off lock; this process's own is left as it was.
+    def warm_up(self, notebook: str, overrides: List[str]) -> None:
+        """Start the fork engine's template at once: it imports for seconds, while the driver
+        reads the notebook (papermill), validates the jobs and creates the store."""
+        self.prepare(notebook, None, overrides)
 
-        Bad input found after this leaves the template to finish warming up and exit with
-        the driver: it has touched no store (the hand-off gives it none).
+    def prepare(self, notebook: str, config_name: Optional[str], overrides: List[str]) -> None:
+        """Have a warm template for the fork engine: the one an earlier sweep of this process
+        left, when it can serve this notebook (see Template.serves), else a new one that warms
+        up (with the sweep's own config; None: the notebook's) while the driver validates the
+        jobs and creates the store. Its environment carries the store hand-off lock; this
+        process's own is left as it was.
+
+        Bad input found after this leaves the template to finish warming up: it has touched
+        no store (the hand-off gives it none).
         """
-        if not self.in_process:
+        if not self.in_process or self._prepared:
             return
-        from multiprocessing import forkserver
-
+        self._prepared = True
+        if _template is not None and _template.serves(notebook):
+            return
+        stop_template()
         self._handoff = StoreHandoff()
-        warm_up = {"notebook": notebook, "config_name": config_name,  # no secrets needed:
-                    "overrides": redact_overrides(overrides)}  # a warm-up tolerates ***
-        with patched_environ({STORE_LOCK_ENV: self._handoff.path, POOL_ENV: NULL_POOL,
-                              WARMUP_CONFIG_ENV: json.dumps(warm_up)}):
-            forkserver.ensure_running()
+        _start_template(notebook, config_name, overrides, self._handoff)
 
     def store_ready(self, tracking_uri: str) -> None:
         if self._handoff:
             self._handoff.release(tracking_uri)
 
     def close(self) -> None:
-        """Remove the hand-off and stop the template by its PID, warmed up or not (bad input
-        stops a sweep while it still warms up): the next sweep starts a fresh one, with the
-        code and config as they are then, so a notebook edited between two sweeps in one
-        kernel never runs its old modules. Jobs lead their own process groups: untouched."""
+        """Remove the hand-off. The template outlives the sweep, for the next sweep of this
+        process (a notebook's kernel); it ends with this process (or `stop_template()`).
+        Jobs lead their own process groups: untouched."""
         if self._handoff:
             self._handoff.close()
             self._handoff = None
-            from multiprocessing import forkserver
-
-            server = forkserver._forkserver  # private, but the only handle on the template
-            if server._forkserver_pid is not None:
-                os.kill(server._forkserver_pid, signal.SIGTERM)
-            server._stop()  # reaps it, and lets the next ensure_running() start a new one
 
     @property
     def running(self) -> int:

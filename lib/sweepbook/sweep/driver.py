@@ -233,24 +233,26 @@ def close_record(recorder, result: SweepResult) -> None:
             f"same command again to repair its record")[:5000]
 
 
-def _definition(notebook, overrides, sweep_file, resume,
-                max_jobs) -> Tuple[notebooks.Notebook, List[str], List[List[str]]]:
+def _definition(notebook, overrides, sweep_file, resume, max_jobs,
+                executor: Executor) -> Tuple[notebooks.Notebook, List[str], List[List[str]]]:
     """The notebook, the sweep's overrides and every job's overrides, not validated yet (from
     the store's record on resume). Their count is shown at once (validating takes a while),
-    and more than `max_jobs` are refused."""
+    and more than `max_jobs` are refused. The executor starts warming up as soon as the
+    first job is known, before the notebook is read."""
     if not (notebook or resume):
         raise SweepDefinitionError("give a notebook to sweep, or resume=SWEEP_ID")
     if resume:
         from sweepbook.sweep.recorder import resume_definition
 
         definition = resume_definition(default_store_uri(), resume)
-        return (notebooks.inspect(definition["notebook"]), definition["overrides"],
-                [job["overrides"] for job in definition["jobs"]])
-    found = notebooks.inspect(notebook)
+        combinations = [job["overrides"] for job in definition["jobs"]]
+        executor.warm_up(definition["notebook"], combinations[0])
+        return notebooks.inspect(definition["notebook"]), definition["overrides"], combinations
     combinations = planning.combinations(overrides, sweep_file, max_jobs)
     secrets.secret_overrides(combinations)  # a secret swept over values: refused now
+    executor.warm_up(str(Path(notebook).expanduser().resolve()), combinations[0])
     print(f"sweep of {len(combinations):,} jobs: validating...", file=sys.stderr, flush=True)
-    return found, list(overrides), combinations
+    return notebooks.inspect(notebook), list(overrides), combinations
 
 
 def check_limits(workers: Optional[int], timeout: Optional[float]) -> None:
@@ -272,10 +274,10 @@ def run_sweep(notebook: Optional[str], overrides: Sequence[str] = (), *,
     overrides, executor_overrides = split_overrides(overrides)
     runner = make_executor(executor, executor_overrides, workers=workers, engine=engine,
                            timeout=timeout)
-    found, overrides, combinations = _definition(notebook, overrides, sweep_file, resume,
-                                                 max_jobs)
     with StopSignals() as stop, runner as executor:
         # the executor warms up while this process validates every job and creates the store
+        found, overrides, combinations = _definition(notebook, overrides, sweep_file, resume,
+                                                     max_jobs, executor)
         executor.prepare(str(found.path), found.config_name, combinations[0])
         jobs = planning.validate(combinations, found)
         executor.check_store(jobs[0].tracking_uri)

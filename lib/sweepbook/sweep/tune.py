@@ -125,15 +125,16 @@ def run_tune(notebook: str, search: Sequence[str] = (), *, trials: Optional[int]
     given = SearchSettings(trials=trials, metric=metric, direction=direction, sampler=sampler,
                            pruner=pruner, seed=seed)
     settings, overrides = _settings(given, search, search_file)
-    found = notebooks.inspect(notebook)
     searched = spaces.parse(overrides)
     trials = _trials(settings, searched)
-    if study is not None:
-        _study_name(study, found.path, overrides, [])  # a bad name: refused before any work
-    print(f"search of {trials} trials over {', '.join(searched.distributions)}: "
-          f"validating...", file=sys.stderr, flush=True)
     with StopSignals() as stop, runner as executor:
         corners = searched.corners()
+        executor.warm_up(str(Path(notebook).expanduser().resolve()), corners[0])
+        found = notebooks.inspect(notebook)
+        if study is not None:
+            _study_name(study, found.path, overrides, [])  # a bad name: refused before any work
+        print(f"search of {trials} trials over {', '.join(searched.distributions)}: "
+              f"validating...", file=sys.stderr, flush=True)
         executor.prepare(str(found.path), found.config_name, corners[0])
         validated = planning.validate(corners, found, "corners of the search")
         first = validated[0]  # every choice and bound of the space composes
