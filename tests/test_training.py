@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from sweepbook.config import compose
@@ -18,12 +19,23 @@ def train(overrides):
 
 
 def test_fit_reports_step_and_epoch_metrics():
-    _, data, history, logged = train(["training.epochs=2", "data.limit=200"])
+    _, data, history, logged = train(["training.epochs=2", "data.limit=200",
+                                      "training.log_every_n_steps=1"])
     steps = [step for step, m in logged if "train_loss" in m]
     epochs = [(step, sorted(m)) for step, m in logged if "val_acc" in m]
     assert steps == list(range(8))  # 200 samples / 64 per batch = 4 steps per epoch
     assert epochs == [(0, ["val_acc", "val_loss"]), (1, ["val_acc", "val_loss"])]
     assert len(history.train_loss) == 8 and len(history.val_score) == 2
+
+
+def test_fit_logs_the_mean_train_loss_of_every_n_steps_and_of_the_last_few():
+    _, data, history, logged = train(["training.epochs=2", "data.limit=200",
+                                      "training.log_every_n_steps=3"])
+    losses = [(step, m["train_loss"]) for step, m in logged if "train_loss" in m]
+    every_step = history.train_loss  # 8 steps: windows 0-2, 3-5, then the last two
+    assert [step for step, _ in losses] == [2, 5, 7]
+    expected = [sum(every_step[0:3]) / 3, sum(every_step[3:6]) / 3, sum(every_step[6:8]) / 2]
+    assert [value for _, value in losses] == pytest.approx(expected)
 
 
 def test_default_config_learns_digits():
@@ -91,3 +103,15 @@ def test_regression_fit_logs_val_rmse_per_epoch():
                   task=REGRESSION)
     assert [sorted(m) for m in logged if "val_rmse" in m] == [["val_loss", "val_rmse"]] * 3
     assert history.score_name == "rmse" and len(history.val_score) == 3
+
+
+def test_seed_everything_makes_torch_pick_deterministic_algorithms():
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        torch.use_deterministic_algorithms(False)
+        seed_everything(0)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()  # CUDA ops without one warn
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])

@@ -102,6 +102,7 @@ class TrainingConfig:
     batch_size: int = _bounded(64, ge=1)  # samples per optimizer step
     device: str = "auto"  # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps
     progress: bool = True  # show a progress bar (notebook-aware)
+    log_every_n_steps: int = _bounded(10, ge=1)  # train_loss logged as the mean of n steps
 
 
 @dataclass

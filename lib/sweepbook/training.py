@@ -105,14 +105,18 @@ def _progress(epochs: int, enabled: bool):
 
 def fit(model: nn.Module, dataset: Dataset, cfg, log: Optional[LogFn] = None,
         task: Task = CLASSIFICATION) -> History:
-    """Train on dataset.train, validate every epoch; logs train_loss per step, val_loss and
-    val_<score> per epoch. The optimizer is built here from cfg.optimizer, fresh each call."""
+    """Train on dataset.train, validate every epoch; logs train_loss every
+    `training.log_every_n_steps` steps (the mean over them, at the last one's step: a row in
+    MLflow costs more than a step here), val_loss and val_<score> per epoch. The optimizer is
+    built here from cfg.optimizer, fresh each call."""
     log = log or (lambda metrics, step: None)
     device = select_device(cfg.training.device)
     model.to(device)
     optimizer = build_optimizer(model.parameters(), cfg.optimizer)
     shuffler = torch.Generator().manual_seed(cfg.seed)
     history, step = History(task.score_name), 0
+    every = cfg.training.get("log_every_n_steps", 1)  # rows, not steps, cost in MLflow
+    last_step = cfg.training.epochs * -(-len(dataset.train) // cfg.training.batch_size)
     score_key = f"val_{task.score_name}"
     bar = _progress(cfg.training.epochs, cfg.training.progress)
     for epoch in bar:
@@ -123,8 +127,10 @@ def fit(model: nn.Module, dataset: Dataset, cfg, log: Optional[LogFn] = None,
             loss.backward()
             optimizer.step()
             history.train_loss.append(loss.item())
-            log({"train_loss": history.train_loss[-1]}, step)
             step += 1
+            if step % every == 0 or step == last_step:
+                window = history.train_loss[-((step - 1) % every + 1):]
+                log({"train_loss": sum(window) / len(window)}, step - 1)
         val = evaluate(model, dataset.val, device=device, task=task)
         history.val_loss.append(val.loss)
         history.val_score.append(val.score)

@@ -1,6 +1,8 @@
 """The local executor's pieces that need no notebook: engines, the store hand-off."""
 import os
+from pathlib import Path
 
+import psutil
 import pytest
 
 from conftest import ROOT, SMOKE
@@ -115,3 +117,68 @@ def test_each_running_job_sees_its_own_gpu_slot(store, tmp_path, monkeypatch):
             if a is not b and overlap:
                 assert a.data.tags["sweepbook.cuda_visible_devices"] != \
                     b.data.tags["sweepbook.cuda_visible_devices"]
+
+
+USER_MODEL = '''\
+import math
+
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    def __init__(self, input_shape, num_classes, hidden=8):
+        super().__init__()
+        print("TinyNet {version}")
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), hidden),
+                                 nn.ReLU(), nn.Linear(hidden, num_classes))
+
+    def forward(self, x):
+        return self.net(x)
+'''
+
+
+@pytest.fixture
+def project(tmp_path, store, monkeypatch):
+    """A user's project ($SWEEPBOOK_ROOT): the checkout's conf/ and train notebook, plus a
+    model of their own beside the notebook, which the template imports while warming up."""
+    import shutil
+
+    shutil.copytree(ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "notebooks").mkdir()
+    shutil.copy(ROOT / "notebooks" / "train.ipynb", tmp_path / "notebooks" / "train.ipynb")
+    (tmp_path / "notebooks" / "user_models.py").write_text(USER_MODEL.format(version="v1"))
+    (tmp_path / "conf" / "model" / "tiny.yaml").write_text("_target_: user_models.TinyNet\n")
+    monkeypatch.setenv("SWEEPBOOK_ROOT", str(tmp_path))
+    monkeypatch.setenv("SWEEPBOOK_OVERRIDES", f"debug=default paths.output_dir={tmp_path}/out")
+    return tmp_path
+
+
+def _printed(result) -> str:
+    [job] = result.results
+    assert job.status == "FINISHED", job.error
+    return Path(job.notebook).read_text()
+
+
+@pytest.mark.slow
+def test_the_template_serves_the_next_sweep_until_the_notebooks_code_changes(project):
+    """A notebook's kernel runs sweep after sweep: the warm template outlives each one, and
+    is replaced when code it imported changed on disk (its jobs would run the old code)."""
+    from sweepbook.executors import local
+    from sweepbook.sweep import run_sweep
+
+    notebook = str(project / "notebooks" / "train.ipynb")
+    local.stop_template()  # this test's own, whatever earlier tests of this process left
+    first = run_sweep(notebook, ["model=tiny", "seed=0"], workers=1, quiet=True)
+    template = local._template.pid
+    assert "TinyNet v1" in _printed(first)
+    second = run_sweep(notebook, ["model=tiny", "seed=1"], workers=1, quiet=True)
+    assert local._template.pid == template and "TinyNet v1" in _printed(second)
+    (project / "notebooks" / "user_models.py").write_text(USER_MODEL.format(version="v2"))
+    os.utime(project / "notebooks" / "user_models.py", ns=(0, 10 ** 18))  # surely newer
+    third = run_sweep(notebook, ["model=tiny", "seed=2"], workers=1, quiet=True)
+    assert local._template.pid != template and "TinyNet v2" in _printed(third)
+    assert not psutil.pid_exists(template) or \
+        psutil.Process(template).status() == psutil.STATUS_ZOMBIE
+    replaced = local._template.pid
+    local.stop_template()
+    assert local._template is None and not psutil.pid_exists(replaced)

@@ -151,11 +151,20 @@ class Template:
             return False
         if Path(notebook).parent != self.folder or tuple(sys.path) != self.sys_path:
             return False
-        try:
-            files = json.loads(Path(self.code_files).read_text())
-        except (OSError, ValueError):  # still warming up, or it failed: not known to be warm
-            return False
-        return all(_mtime(file) == mtime for file, mtime in files.items())
+        files = self._code_files()
+        return files is not None and all(_mtime(f) == mtime for f, mtime in files.items())
+
+    def _code_files(self) -> Optional[Dict[str, int]]:
+        """What it wrote once warm; waited for while it warms up (an earlier sweep that ran
+        no job did not wait): a new template would take longer. None if it died first."""
+        while _alive(self.pid):
+            try:
+                return json.loads(Path(self.code_files).read_text())
+            except ValueError:  # not written yet
+                time.sleep(0.05)
+            except OSError:
+                return None
+        return None
 
 
 def _alive(pid: int) -> bool:
