@@ -44,6 +44,25 @@ def empty_store(db: Path) -> None:
     MlflowClient(f"sqlite:///{db}").search_experiments()
 
 
+def plain_mlflow_run(db: Path) -> str:
+    """A run MLflow's own API made, not sweepbook (no primary config tagged); its id."""
+    client = MlflowClient(f"sqlite:///{db}")
+    experiment = client.create_experiment("debug", artifact_location=(db.parent / "a").as_uri())
+    return client.create_run(experiment).info.run_id
+
+
+def sweepbook_run(**tags: str) -> Callable[[Path], str]:
+    """A `store`: a run as start_run tags it, these tags over those, no artifact; its id."""
+    def make(db: Path) -> str:
+        client = MlflowClient(f"sqlite:///{db}")
+        experiment = client.create_experiment("debug",
+                                              artifact_location=(db.parent / "a").as_uri())
+        made = {record.CONFIG_NAME_TAG: "train", record.SOURCE_NAME_TAG: "notebooks/train.ipynb",
+                record.OVERRIDES_TAG: "debug=default", **tags}
+        return client.create_run(experiment, tags=made).info.run_id
+    return make
+
+
 def writing(name: str, text: str) -> Callable[[Path], str]:
     """A `make_file`: writes `text` to `name` in the test's folder, gives its path."""
     def make(folder: Path) -> str:
@@ -64,9 +83,10 @@ SEARCHED = "model=choice(cnn,mlp)"  # a valid search, for the rows whose fault i
 
 @dataclass
 class Bad:
-    argv: List[str]  # {nb} and {file} are filled in by `make_file`'s path
+    argv: List[str]  # {file} is filled in by `make_file`'s path, {run} by `store`'s run id
     says: List[str]  # all in the message
-    store: Optional[Callable[[Path], None]] = None  # prepares the store the command meets
+    store: Optional[Callable[[Path], Optional[str]]] = None  # prepares the store the command
+    #                                                          meets (and may make a run)
     make_file: Optional[Callable[[Path], str]] = None
     marks: tuple = ()
 
@@ -183,6 +203,29 @@ BAD_INPUTS = {
     "tune on a grid with an interval": Bad(
         ["tune", TRAIN, "optimizer.lr=interval(1e-4,1e-1)", SEARCHED, "--sampler", "grid"],
         ["optimizer.lr=interval(1e-4,1e-1)", "grid sampler", "choice() or range()"]),
+    "diff of an unknown run, no store": Bad(["diff", "nope", "nada"],
+                                            ["no run 'nope'", "no store at"]),
+    "diff of an unknown run": Bad(["diff", "nope", "nada"],
+                                  ["no run 'nope' in sqlite:///", "sweepbook runs"],
+                                  store=empty_store),
+    "diff of a run sweepbook did not make": Bad(
+        ["diff", "{run}", "{run}"], ["was not made by sweepbook", "sweepbook.config_name"],
+        store=plain_mlflow_run),
+    "diff of one run": Bad(["diff", "nope"], ["RUN_B"]),
+    "rerun of an unknown run, no store": Bad(["rerun", "nope"], ["no run 'nope'", "no store at"]),
+    "rerun of an unknown run": Bad(["rerun", "nope"], ["no run 'nope' in sqlite:///",
+                                                       "sweepbook runs"], store=empty_store),
+    "rerun of a run sweepbook did not make": Bad(
+        ["rerun", "{run}", "--check"], ["was not made by sweepbook", "sweepbook.config_name"],
+        store=plain_mlflow_run),
+    "rerun of a deleted notebook with no logged copy": Bad(
+        ["rerun", "{run}"], ["its git commit is unknown", "notebooks/deleted.ipynb no longer "
+                             "exists", "no notebook is logged on the run"],
+        store=sweepbook_run(**{record.SOURCE_NAME_TAG: "notebooks/deleted.ipynb"})),
+    "rerun of a run with a secret it never recorded": Bad(
+        ["rerun", "{run}"], ["secret overrides", "+db.password=***", "SWEEPBOOK_SECRETS_FILE"],
+        store=sweepbook_run(**{record.OVERRIDES_TAG: "debug=default +db.password=***"})),
+    "rerun of nothing": Bad(["rerun"], ["RUN_ID"]),
 }
 
 
@@ -207,13 +250,15 @@ def test_bad_input_is_refused_before_anything_is_created(bad, tmp_path, monkeypa
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     monkeypatch.setenv("SWEEPBOOK_OVERRIDES", f"debug=default paths.output_dir={tmp_path / 'out'}")
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    made = None
     if bad.store:
         db.parent.mkdir(parents=True, exist_ok=True)
-        bad.store(db)
+        made = bad.store(db)
     before = db.read_bytes() if bad.store is corrupt_store else None
     runs = 0 if bad.store in (None, corrupt_store) else _runs(db)
     given = bad.make_file(tmp_path) if bad.make_file else ""
-    code = _exit_code([word.replace("{file}", given) for word in bad.argv])
+    code = _exit_code([word.replace("{file}", given).replace("{run}", made or "")
+                       for word in bad.argv])
     message = capsys.readouterr().err
     assert code == 2, message
     for part in bad.says:

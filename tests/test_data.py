@@ -108,3 +108,18 @@ def test_diabetes_is_a_regression_split_scaled_by_its_training_part():
 def test_data_config_names_its_loader():
     dataset = load_dataset(compose(["data.limit=10"]).data, seed=0)
     assert len(dataset.train) == 10 and dataset.classes == [str(d) for d in range(10)]
+
+
+def test_the_data_digest_follows_the_bytes_of_every_split():
+    first, again = load_digits(seed=0), load_digits(seed=0)
+    assert first.digest() == again.digest() and len(first.digest()) == 64
+    assert first.digests() == again.digests() and list(first.digests()) == ["train", "val", "test"]
+    other_split = load_digits(seed=1)  # the same images, split otherwise
+    assert other_split.digest() != first.digest()
+    again.test.y[0] = (again.test.y[0] + 1) % 10  # one test label
+    assert again.digests()["test"] != first.digests()["test"]
+    assert again.digests()["train"] == first.digests()["train"]
+    assert again.digest() != first.digest()
+    same_bytes = Split(first.val.x.reshape(len(first.val), -1), first.val.y)  # another shape
+    assert same_bytes.digest() != first.val.digest()
+    assert load_digits(seed=0, limit=100).digest() != first.digest()

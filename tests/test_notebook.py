@@ -3,7 +3,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from sweepbook.notebook import NotebookError, inspect
+from sweepbook.notebook import NotebookError, code_hash, inspect
 
 from conftest import ROOT
 
@@ -56,3 +56,22 @@ def test_a_notebook_without_a_kernel_is_refused_with_papermills_reason(tmp_path)
     with pytest.raises(NotebookError, match=r"cannot be read as a notebook to run: No kernel "
                                             r"name found"):
         inspect(write(tmp_path, FULL, metadata={}))
+
+
+def test_the_code_hash_follows_the_code_cells_only(tmp_path):
+    path = write(tmp_path, FULL)
+    before = code_hash(path)
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells[1].outputs = [nbformat.v4.new_output("stream", text="1\n")]
+    notebook.cells[1].execution_count = 3
+    notebook.cells.append(nbformat.v4.new_markdown_cell("# a note"))
+    notebook.metadata["papermill"] = {"duration": 1.5}
+    injected = {"tags": ["injected-parameters"]}  # papermill's cell, in an executed copy
+    notebook.cells.insert(1, new_code_cell('overrides = ["model=mlp"]', metadata=injected))
+    nbformat.write(notebook, path)
+    assert code_hash(path) == before and len(before) == 64
+    notebook.cells[2].source = "print(2)"
+    nbformat.write(notebook, path)
+    assert code_hash(path) != before
+    assert code_hash(tmp_path / "nope.ipynb") is None
+    assert code_hash(ROOT / "README.md") is None

@@ -65,6 +65,51 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _print_rerun(outcomes, table) -> None:
+    """Each rerun's new run and where its notebook came from, then the final metrics of both
+    runs side by side."""
+    import pandas as pd
+
+    for outcome in outcomes:
+        made = f"run {outcome.run.info.run_id} ({outcome.run.info.status})" if outcome.run \
+            else "no run"
+        print(f"rerun of {outcome.original.info.run_id}: {made}, from "
+              f"{outcome.source.describe()}")
+    shown = table.drop(columns=["run"]) if len(outcomes) == 1 else table
+    with pd.option_context("display.max_rows", None, "display.width", 250,
+                           "display.float_format", "{:.8g}".format):
+        print(shown.to_string(index=False))
+
+
+def cmd_rerun(args) -> int:
+    """Exit 1 when a rerun failed, or with --check, when a final metric differs."""
+    from sweepbook.sweep.rerun import RerunError, metrics_table, rerun
+
+    try:
+        store_cfg = compose(args.overrides, args.config_name, check_targets=False)
+        outcomes = rerun(store_cfg, args.run_id, args.from_notebook, args.quiet)
+    except (RerunError, ConfigError, StoreError) as error:
+        return _fail(str(error))
+    table = metrics_table(outcomes)
+    try:
+        _print_rerun(outcomes, table)
+    except BrokenPipeError:  # `| head`: the exit code still tells
+        pass
+    for outcome in outcomes:
+        for warning in outcome.warnings:
+            print(f"sweepbook: warning: rerun of {outcome.original.info.run_id}: {warning}",
+                  file=sys.stderr)
+    failed = [outcome for outcome in outcomes if outcome.error]
+    for outcome in failed:
+        print(f"sweepbook: error: rerun of {outcome.original.info.run_id} failed:\n"
+              f"{outcome.error}", file=sys.stderr)
+    differ = sorted(set(table.loc[~table["same"], "metric"])) if args.check else []
+    if differ:
+        print(f"sweepbook: --check: final metrics differ: {', '.join(differ)}", file=sys.stderr)
+    stopped = outcomes[-1].stopped_by
+    return 128 + stopped if stopped is not None else (1 if failed or differ else 0)
+
+
 def _print_sweep_summary(result, store: str = "") -> None:
     """The jobs, the counts, and the next steps; `store` prefixes commands that must read
     the sweep's store (see _store_prefix)."""
@@ -285,6 +330,16 @@ def cmd_report(args) -> int:
     return 0
 
 
+@_reports_user_errors
+def cmd_diff(args) -> int:
+    from sweepbook.compare import diff
+
+    cfg = compose(args.overrides, args.config_name, check_targets=False)
+    check_store(cfg.tracking.uri)
+    print(diff(args.run_a, args.run_b, cfg.tracking.uri).text(), end="")
+    return 0
+
+
 def ui_command(uri: str, host: str, port: int) -> List[str]:
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
             "--host", host, "--port", str(port)]
@@ -486,6 +541,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", type=Path, help="where to write the executed notebook")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)
+    rerun = commands.add_parser("rerun", help="execute a run again from its record (a sweep's "
+                                              "parent: each child), metrics side by side")
+    rerun.add_argument("run_id", metavar="RUN_ID", help="a run id (sweepbook runs lists them)")
+    _store_options(rerun)
+    rerun.add_argument("--check", action="store_true",
+                       help="exit 1 when a final metric differs from the original's")
+    rerun.add_argument("--from-notebook", action="store_true",
+                       help="run the executed notebook logged on the run, not its commit")
+    rerun.add_argument("--quiet", action="store_true", help="no progress bar")
+    rerun.set_defaults(func=cmd_rerun)
     sweep = commands.add_parser(
         "sweep", help="run every combination of Hydra sweep overrides as tracked notebook runs")
     sweep.add_argument("notebook", nargs="?", help="e.g. notebooks/train.ipynb")
@@ -518,6 +583,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--output", type=Path, help="the HTML file (default: "
                                                     "outputs/reports/sweep-<id>.html)")
     report.set_defaults(func=cmd_report)
+    diff = commands.add_parser("diff", help="two runs side by side: params that differ, metrics, "
+                                            "source, code cells, package versions")
+    diff.add_argument("run_a", metavar="RUN_A", help="a run id (sweepbook runs lists them)")
+    diff.add_argument("run_b", metavar="RUN_B", help="the run to compare it with")
+    _store_options(diff)
+    diff.set_defaults(func=cmd_diff)
     ui = commands.add_parser("ui", help="start the MLflow UI on the configured store")
     _store_options(ui)
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

@@ -1,10 +1,11 @@
 """Datasets as in-memory tensors: scikit-learn's digits and diabetes (offline defaults) and
 torchvision's. Each loader is a `_target_` for the `data` config group: its annotated
 parameters are what validation checks before any job runs."""
+import hashlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Literal, Optional, Tuple
+from typing import Dict, Iterator, List, Literal, Optional, Tuple
 
 import numpy as np
 import torch
@@ -13,6 +14,7 @@ from torch import Tensor
 from sweepbook.schema import Fraction, PositiveInt, SumBelow, rules
 from sweepbook.targets import build
 
+SPLITS = ("train", "val", "test")  # a Dataset's splits, in order
 TORCHVISION_DATASETS = {"fashion_mnist": "FashionMNIST", "mnist": "MNIST"}
 IDX_FILES = (
     "train-images-idx3-ubyte",
@@ -37,6 +39,16 @@ class Split:
     def head(self, n: Optional[int]) -> "Split":
         return self if n is None else Split(self.x[:n], self.y[:n])
 
+    def digest(self) -> str:
+        """sha256 (hex) of the split's inputs and targets, their dtypes and shapes included:
+        equal digests, the same data."""
+        digest = hashlib.sha256()
+        for tensor in (self.x, self.y):
+            values = tensor.detach().cpu().contiguous()
+            digest.update(f"{values.dtype}{tuple(values.shape)}".encode())
+            digest.update(values.reshape(-1).view(torch.uint8).numpy())  # any dtype, no copy
+        return digest.hexdigest()
+
 
 @dataclass
 class Dataset:
@@ -44,10 +56,24 @@ class Dataset:
     val: Split
     test: Split
     classes: List[str]  # class names; empty for regression
+    name: str = "dataset"  # what the run's dataset inputs are called (log_dataset)
 
     @property
     def input_shape(self) -> Tuple[int, ...]:
         return tuple(self.train.x.shape[1:])
+
+    def digests(self) -> Dict[str, str]:
+        """Each split's digest, by name: train, val, test."""
+        return {name: getattr(self, name).digest() for name in SPLITS}
+
+    def digest(self) -> str:
+        """The data a run actually used, in one value (see combined_digest)."""
+        return combined_digest(self.digests())
+
+
+def combined_digest(digests: Dict[str, str]) -> str:
+    """sha256 (hex) of the splits' digests (Dataset.digests), named."""
+    return hashlib.sha256("".join(f"{n}:{d}\n" for n, d in digests.items()).encode()).hexdigest()
 
 
 def _permutation(n: int, seed: int) -> Tensor:
@@ -106,7 +132,7 @@ def load_digits(seed: int, val_fraction: Fraction = 0.1, test_fraction: Fraction
     images = torch.tensor(table[:, :64], dtype=torch.float32).view(-1, 1, 8, 8) / 16.0
     everything = Split(images, torch.tensor(table[:, 64], dtype=torch.int64))
     train, val, test = _three_way(everything, val_fraction, test_fraction, seed)
-    return Dataset(train.head(limit), val, test, [str(d) for d in range(10)])
+    return Dataset(train.head(limit), val, test, [str(d) for d in range(10)], "digits")
 
 
 def _diabetes_table() -> Tuple[np.ndarray, np.ndarray]:
@@ -133,7 +159,7 @@ def load_diabetes(seed: int, val_fraction: Fraction = 0.15, test_fraction: Fract
     train = train.head(limit)
     mean, std = train.x.mean(0), train.x.std(0).clamp_min(1e-6)
     scaled = [Split((split.x - mean) / std, split.y) for split in (train, val, test)]
-    return Dataset(*scaled, classes=[])
+    return Dataset(*scaled, classes=[], name="diabetes")
 
 
 def _missing_files_message(name: str, root: Path) -> str:
@@ -166,7 +192,7 @@ def load_torchvision(name: Literal["fashion_mnist", "mnist"], root: str, seed: i
     test_set = _torchvision_split(name, Path(root), False, False)
     to_split = lambda ds: Split(ds.data.unsqueeze(1).float() / 255.0, ds.targets.long())
     train, val = _split_off(to_split(train_set), val_fraction, seed)
-    return Dataset(train.head(limit), val, to_split(test_set), list(train_set.classes))
+    return Dataset(train.head(limit), val, to_split(test_set), list(train_set.classes), name)
 
 
 def load_dataset(data_cfg, seed: int) -> Dataset:

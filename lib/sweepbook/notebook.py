@@ -8,9 +8,11 @@ notebook is refused before anything runs, never half-way through a sweep.
     tags = {}               # set by sweeps and `sweepbook run`: tags of the run
 """
 import ast
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from omegaconf import DictConfig
 
@@ -18,6 +20,7 @@ from sweepbook.config import (ConfigError, compose, config_names, importable_fro
                               overrides_from_env)
 
 PARAMETERS = ("config_name", "overrides", "parent_run_id", "tags")
+INJECTED_TAG = "injected-parameters"  # papermill's cell of parameters in an executed copy
 
 
 class NotebookError(ConfigError):
@@ -84,3 +87,16 @@ def inspect(path) -> Notebook:
                             f"it needs {', '.join(PARAMETERS)} (see the README, 'Bring your "
                             f"own notebook')")
     return Notebook(path, _default(parameters["config_name"], path))
+
+
+def code_hash(path) -> Optional[str]:
+    """sha256 (hex) of the notebook's code cells' sources, in order: what it runs, whatever
+    its outputs and metadata. papermill's injected-parameters cell is left out, so an executed
+    copy hashes as its source does. None for a file that cannot be read as a notebook."""
+    try:
+        cells = json.loads(Path(path).read_text(encoding="utf-8"))["cells"]
+        sources = ["".join(cell["source"]) for cell in cells if cell["cell_type"] == "code"
+                   and INJECTED_TAG not in cell.get("metadata", {}).get("tags", ())]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return hashlib.sha256(json.dumps(sources).encode()).hexdigest()

@@ -3,6 +3,7 @@
 It knows nothing of MLflow: `log(metrics, step)` is whatever the caller passes (the tracked
 run's buffer in the notebook, nothing in the benchmark's untracked baseline).
 """
+import os
 import random
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
@@ -15,6 +16,7 @@ from torch.nn import functional as F
 from sweepbook.data import Dataset, Split, batches
 
 LogFn = Callable[[Dict[str, float], int], None]
+CUBLAS_WORKSPACE_ENV, CUBLAS_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG", ":4096:8"  # deterministic
 
 
 def _accuracy(predicted: Tensor, truth: Tensor) -> float:
@@ -58,10 +60,19 @@ class History:
     val_score: List[float] = field(default_factory=list)  # one per epoch
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed python, numpy and torch. With `deterministic`, torch also picks deterministic
+    algorithms (cuDNN, cuBLAS) and warns on an op that has none (some CUDA ops): on the same
+    hardware, with the same thread count, a seed then gives bit-identical results."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault(CUBLAS_WORKSPACE_ENV, CUBLAS_WORKSPACE)  # read at cuBLAS's start
+        # torch.use_deterministic_algorithms(True, warn_only=True) without what it adds for
+        # torch.compile, which costs 1.4 s of imports (torch._inductor) in every process
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
 
 
 def select_device(name: str = "auto") -> torch.device:

@@ -2,10 +2,12 @@
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from sweepbook.cli import runs_page
+from sweepbook.tracking.record import NOTEBOOK_HTML_SUFFIX
 
 from conftest import ROOT, SWEEPBOOK
 
@@ -88,6 +91,17 @@ def _sweep_runs(url: str, swept) -> list:
     return experiment["experiment_id"], found["runs"]
 
 
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def _close_the_assistant(page) -> None:
+    assistant = page.get_by_role("button", name="Close")
+    if assistant.count():
+        assistant.first.click()  # the chat panel takes a third of the page
+
+
 @pytest.mark.slow
 def test_ui_prints_its_url_and_serves_the_runs_over_rest(ui, swept_template):
     swept = swept_template
@@ -117,9 +131,7 @@ def test_experiment_page_shows_the_runs_in_chromium(ui, swept_template):
         parent = page.locator("[role=row]", has_text=parent_name)
         parent.wait_for(state="visible", timeout=60_000)
         parent.locator("button").first.click()  # unfold the sweep's child runs
-        assistant = page.get_by_role("button", name="Close")
-        if assistant.count():
-            assistant.first.click()  # the chat panel takes a third of the page
+        _close_the_assistant(page)
         page.locator(".ag-header-cell", has_text="Run Name").locator(
             ".ag-header-cell-resize").dblclick(force=True)  # widen to fit the names
         for name in children:
@@ -127,3 +139,36 @@ def test_experiment_page_shows_the_runs_in_chromium(ui, swept_template):
         page.screenshot(path=str(screenshot))
     print(f"screenshot: {screenshot}")
     assert screenshot.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.slow
+def test_a_runs_executed_notebook_reads_rendered_in_the_artifact_viewer(ui, swept_template):
+    """Each run logs its executed notebook as HTML beside the .ipynb: the UI's artifact viewer
+    shows the .html (in an iframe) as JupyterLab shows the notebook, outputs and figures."""
+    assert CHROMIUM.is_file(), "install Debian's chromium and chromium-driver (make test does)"
+    url, _ = ui
+    experiment_id, runs = _sweep_runs(url, swept_template)
+    [run] = [r for r in runs if r["info"]["run_name"] == "model=cnn,lr=0.01,debug=default"]
+    run_id = run["info"]["run_id"]
+    logged = {f["path"] for f in _get(f"{url}/api/2.0/mlflow/artifacts/list?run_id={run_id}")
+              ["files"]}
+    [page_name] = [path for path in logged if path.endswith(NOTEBOOK_HTML_SUFFIX)]
+    assert page_name[:-len(NOTEBOOK_HTML_SUFFIX)] + ".ipynb" in logged
+    test_acc = next(m["value"] for m in run["data"]["metrics"] if m["key"] == "test_acc")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    screenshot = SCREENSHOTS / "mlflow-ui-notebook.png"
+    with chromium_page(height=1000) as page:
+        page.goto(f"{url}/#/experiments/{experiment_id}/runs/{run_id}/artifactPath/"
+                  f"{urllib.parse.quote(page_name, safe='=,')}")  # %3D: no file selected
+        notebook = page.frame_locator("iframe.mlflow-html-iframe")
+        title = notebook.get_by_role("heading", name=re.compile("Train a model, tracked"))
+        title.wait_for(state="visible", timeout=60_000)
+        _close_the_assistant(page)
+        # the last cell's output, with the accuracy the run logged
+        notebook.get_by_text(f"test accuracy: {test_acc:.4f}").wait_for(state="attached")
+        figures = notebook.locator("img").evaluate_all(
+            "images => images.map(image => image.complete && image.naturalWidth)")
+        page.screenshot(path=str(screenshot))
+    print(f"screenshot: {screenshot}")
+    assert screenshot.read_bytes().startswith(b"\x89PNG")
+    assert len(figures) == 3 and all(width > 100 for width in figures), figures

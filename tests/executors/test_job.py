@@ -1,4 +1,7 @@
 """One job: its notebook run with retries for kernel starts, and the record it finishes itself."""
+import re
+from pathlib import Path
+
 import pytest
 from papermill.exceptions import PapermillExecutionError
 
@@ -80,6 +83,35 @@ def test_a_job_logs_its_notebook_and_log_on_its_own_run(job, client):
     assert client.get_run(run_id).info.status == "FINISHED"
     assert sorted(a.path for a in client.list_artifacts(run_id)) == ["logs", "o.ipynb"]
     assert [a.path for a in client.list_artifacts(run_id, "logs")] == ["logs/o.log"]
+
+
+def test_the_notebook_is_also_logged_as_html_beside_it(job, client, tmp_path):
+    """The MLflow UI shows .html artifacts, not .ipynb: the rendering is what a user reads."""
+    import nbformat
+    from nbformat import v4
+
+    nbformat.write(v4.new_notebook(cells=[v4.new_markdown_cell("# A job notebook"),
+                                          v4.new_code_cell("print(6 * 7)", outputs=[
+                                              v4.new_output("stream", text="42 printed\n")])]),
+                   job.output)
+    run_id = client.create_run(job.experiment_id, tags={LAUNCH_TAG: "launch-1"}).info.run_id
+    client.set_terminated(run_id, "FINISHED")
+    assert record_own_run(job, None) == (run_id, None, False)
+    assert sorted(a.path for a in client.list_artifacts(run_id)) == ["logs", "o.html",
+                                                                     "o.ipynb"]
+    page = Path(client.download_artifacts(run_id, "o.html", str(tmp_path))).read_text()
+    assert page.startswith("<!DOCTYPE html>") and "42 printed" in page
+    assert re.search(r"<h1[^>]*>A job notebook", page)
+
+
+def test_a_notebook_that_cannot_be_rendered_is_logged_all_the_same(job, client, capsys):
+    """A rendering fault costs the run its HTML only: said in the job's log."""
+    run_id = client.create_run(job.experiment_id, tags={LAUNCH_TAG: "launch-1"}).info.run_id
+    client.set_terminated(run_id, "FINISHED")
+    assert record_own_run(job, None) == (run_id, None, False)  # its o.ipynb holds "{}"
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert sorted(a.path for a in client.list_artifacts(run_id)) == ["logs", "o.ipynb"]
+    assert "o.ipynb is logged without its HTML rendering: " in capsys.readouterr().err
 
 
 def test_a_failed_notebook_fails_its_run_with_the_reason(job, client):

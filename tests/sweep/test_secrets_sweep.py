@@ -1,7 +1,7 @@
 """Secrets given as overrides to a real sweep and a real `sweepbook run`: nothing they write (the
-store, its artifacts, executed notebooks, logs, what the command prints) holds one, except the
-sweep's own 0600 secrets file beside the store, until every job has finished; `--resume` still
-composes the real values."""
+store, its artifacts, executed notebooks and their HTML, logs, what the command prints) holds
+one, except the sweep's own 0600 secrets file beside the store, until every job has finished;
+`--resume` still composes the real values."""
 import os
 import re
 import shutil
@@ -13,6 +13,8 @@ from typing import List, Sequence
 
 import pytest
 from mlflow.tracking import MlflowClient
+
+from sweepbook.tracking.record import NOTEBOOK_HTML_SUFFIX
 
 from conftest import ROOT, SWEEPBOOK, run
 from sweep.test_faults import faulty  # noqa: F401  (a fixture: train.ipynb with fault hooks)
@@ -43,6 +45,14 @@ def env(store, tmp_path):
     shutil.rmtree(temporary, ignore_errors=True)
 
 
+def rendered(folder: Path) -> List[Path]:
+    """The executed notebooks' HTML renderings logged on the runs (as the MLflow UI shows
+    them), each made from the redacted notebook."""
+    pages = sorted(folder.rglob(f"*{NOTEBOOK_HTML_SUFFIX}"))
+    assert all("+db.password=***" in page.read_text() for page in pages)
+    return pages
+
+
 def children(client: MlflowClient, sweep_id: str):
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(experiments, f"tags.`sweepbook.sweep_id` = '{sweep_id}'")
@@ -62,6 +72,7 @@ def test_a_sweep_keeps_its_secrets_in_its_private_file_only(store, env, tmp_path
     assert stat.S_IMODE(kept.parent.stat().st_mode) == 0o700
     everything = [tmp_path, Path(env["TMPDIR"])]  # store, artifacts, notebooks, logs, temp
     assert [path for folder in everything for path in holding(folder, secrets)] == [kept]
+    assert len(rendered(tmp_path)) == 2  # one per job, the failed one's too
     assert not any(secret in done.stdout + done.stderr for secret in secrets)
 
     client = MlflowClient(store)
@@ -96,6 +107,7 @@ def test_sweepbook_run_writes_no_secret_anywhere(store, env, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert executed.is_file() and "+db.password=***" in executed.read_text()
     assert holding(tmp_path, secrets) == [] and holding(Path(env["TMPDIR"]), secrets) == []
+    assert len(rendered(tmp_path)) == 1
     assert list(Path(env["TMPDIR"]).glob("sweepbook-secrets-*")) == []  # removed after
     assert not any(secret in done.stdout + done.stderr for secret in secrets)
     recorded = MlflowClient(store).search_runs(

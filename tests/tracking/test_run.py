@@ -166,3 +166,35 @@ def test_deleted_experiment_gives_a_clear_error(cfg, client):
     with pytest.raises(ValueError, match="'debug'.*deleted.*mlflow experiments restore"):
         with start_run(cfg):
             pass
+
+
+def test_run_records_its_notebooks_code_hash_and_torch_threads(cfg, client):
+    from sweepbook.notebook import code_hash
+    from sweepbook.tracking import record
+
+    with start_run(cfg, notebook="notebooks/train.ipynb") as run:
+        pass
+    with start_run(cfg, notebook="notebooks/nope.ipynb") as missing:
+        pass
+    tags = client.get_run(run.run_id).data.tags
+    assert tags[record.NOTEBOOK_HASH_TAG] == code_hash(ROOT / "notebooks" / "train.ipynb")
+    assert tags[record.THREADS_TAG] == str(torch.get_num_threads())
+    assert record.NOTEBOOK_HASH_TAG not in client.get_run(missing.run_id).data.tags
+
+
+def test_log_dataset_logs_each_split_with_its_digest_and_tags_the_whole(cfg, client):
+    from sweepbook.data import load_dataset
+    from sweepbook.tracking import record
+
+    data = load_dataset(cfg.data, cfg.seed)
+    with start_run(cfg, notebook="notebooks/train.ipynb") as run:
+        run.log_dataset(data)
+    recorded = client.get_run(run.run_id)
+    assert recorded.data.tags[record.DATA_DIGEST_TAG] == data.digest()
+    logged = {i.tags[0].value: i.dataset for i in recorded.inputs.dataset_inputs}
+    assert sorted(logged) == ["testing", "training", "validation"]
+    digests = data.digests()
+    for context, split in (("training", "train"), ("validation", "val"), ("testing", "test")):
+        assert logged[context].name == "digits"
+        assert logged[context].digest == digests[split][:32]
+        assert f'"targets_shape": [{len(getattr(data, split))}]' in logged[context].profile

@@ -1,5 +1,6 @@
-"""One self-contained HTML file comparing runs: the ranked table and the figures embedded as
-PNG data, so it can be mailed or attached to a ticket and opened without a server."""
+"""One self-contained HTML file comparing runs: the ranked table, the figures embedded as
+PNG data and what differs between the best run and the runner-up, so it can be mailed or
+attached to a ticket and opened without a server."""
 import base64
 import html
 import io
@@ -14,6 +15,7 @@ from matplotlib.figure import Figure
 
 from sweepbook.compare import plots as compare_plots
 from sweepbook.compare import runs as compare
+from sweepbook.compare.diff import diff
 from sweepbook.compare.search import SEARCH_FIGURES, search_figures
 from sweepbook.params import redact_uri
 from sweepbook.tracking.record import FIGURES_FOLDER
@@ -75,6 +77,21 @@ def search_section(scope: compare.Scope) -> str:
     return _section("The search", "\n".join(images)) if images else ""
 
 
+def runner_up_section(scope: compare.Scope, runs: pd.DataFrame, metric: str,
+                      direction: Optional[str]) -> str:
+    """What differs between the best run and the next best (FINISHED runs with the metric),
+    or nothing when there is no runner-up."""
+    contenders = compare.finished_ranked(runs, metric, direction)
+    if len(contenders) < 2:
+        return ""
+    best, runner_up = contenders["run_id"].iloc[:2]
+    try:
+        body = diff(best, runner_up, scope.tracking_uri).html()
+    except compare.ComparisonError as error:  # a run sweepbook did not record
+        body = f"<p>{html.escape(str(error))}</p>"
+    return _section("Best run against the runner-up", body)
+
+
 def summary(scope: compare.Scope, count: int, metric: str, direction: Optional[str]) -> str:
     """The report's first line: how many runs from which store (its password hidden: a report
     is mailed around), ranked how, written when."""
@@ -101,6 +118,7 @@ def render(scope: compare.Scope, runs: pd.DataFrame, metric: str,
         png = compare.read_artifact(scope, best["run_id"], path)
         if png:
             parts.append(_section(f"Best run: {caption}", _image(png, caption)))
+    parts.append(runner_up_section(scope, runs, metric, direction))
     return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>"
             f"{html.escape(title)}</title><style>{STYLE}</style></head><body>\n"
             + "\n".join(parts) + "\n</body></html>\n")

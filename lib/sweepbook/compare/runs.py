@@ -213,14 +213,20 @@ def ranked(runs: pd.DataFrame, metric: str, direction: Optional[str] = None) -> 
                             ignore_index=True)
 
 
-def best_run(runs: pd.DataFrame, metric: str, direction: Optional[str] = None) -> pd.Series:
-    """The FINISHED run with the best `metric`."""
+def finished_ranked(runs: pd.DataFrame, metric: str,
+                    direction: Optional[str] = None) -> pd.DataFrame:
+    """The FINISHED runs that have `metric`, best first: the best run, the runner-up, ..."""
     column = _check_metric(runs, metric)
     candidates = runs[(runs["status"] == "FINISHED") & runs[column].notna()]
     if candidates.empty:
         raise ComparisonError(f"no FINISHED run has the metric {metric!r} "
                               f"({len(runs)} runs, statuses: {sorted(set(runs['status']))})")
-    return ranked(candidates, metric, direction).iloc[0]
+    return ranked(candidates, metric, direction)
+
+
+def best_run(runs: pd.DataFrame, metric: str, direction: Optional[str] = None) -> pd.Series:
+    """The FINISHED run with the best `metric`."""
+    return finished_ranked(runs, metric, direction).iloc[0]
 
 
 def summary_table(runs: pd.DataFrame, metric: str, direction: Optional[str] = None,

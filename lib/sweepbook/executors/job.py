@@ -19,7 +19,8 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 from sweepbook.config import TRACKING_URI_ENV
 from sweepbook.env import signal_handlers
 from sweepbook.executors.base import JobSpec
-from sweepbook.tracking.record import ERROR_TAG, LAUNCH_TAG, LOGS_FOLDER, PRUNED_TAG
+from sweepbook.tracking.record import (ERROR_TAG, LAUNCH_TAG, LOGS_FOLDER,
+                                       NOTEBOOK_HTML_SUFFIX, PRUNED_TAG)
 
 KERNEL = "python3"
 EXIT_OK, EXIT_NOTEBOOK_FAILED, EXIT_KERNEL_FAILED, EXIT_NOT_RECORDED, EXIT_STOPPED = 0, 1, 3, 4, 5
@@ -96,16 +97,57 @@ def execute_with_retry(spec: JobSpec, in_process: bool,
     return EXIT_KERNEL_FAILED, reason
 
 
+@functools.lru_cache(maxsize=None)
+def _html_exporter():
+    """nbconvert's exporter with the lab template (the notebook as JupyterLab shows it, images
+    inline): made once per process, and in the fork engine's template before jobs fork
+    (warmup), so that a job pays for rendering only, not for loading templates."""
+    from nbconvert import HTMLExporter
+
+    return HTMLExporter(template_name="lab")
+
+
+def notebook_html(notebook) -> str:
+    """A notebook (an nbformat node) as one self-contained HTML page."""
+    return _html_exporter().from_notebook_node(notebook)[0]
+
+
+def render_html(notebook: str, folder: str) -> Optional[str]:
+    """The executed `notebook` rendered into `folder` as <stem>.html: the MLflow UI shows .html
+    artifacts, not .ipynb ones. Made from the file that is logged, so it holds what it holds
+    (secrets redacted). None when it cannot be rendered, said in the job's log: the run keeps
+    its notebook all the same."""
+    import nbformat
+
+    source = Path(notebook)
+    if not source.is_file():
+        return None
+    try:
+        page = notebook_html(nbformat.read(source, as_version=4))
+    except Exception as error:  # a notebook papermill left half-written, a template fault
+        print(f"{source.name} is logged without its HTML rendering: "
+              f"{type(error).__name__}: {error}", file=sys.stderr)
+        return None
+    rendered = Path(folder) / f"{source.stem}{NOTEBOOK_HTML_SUFFIX}"
+    rendered.write_text(page, encoding="utf-8")
+    return str(rendered)
+
+
 def _log_files(client, run_id: str, spec: JobSpec) -> Optional[str]:
-    """Log the executed notebook and the job's log on its run; what could not be logged."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    for path, folder in ((spec.output, None), (spec.log, LOGS_FOLDER)):
-        if path and Path(path).is_file():
-            try:
-                client.log_artifact(run_id, path, folder)
-            except Exception as error:  # disk full, permissions: the record must say so
-                return f"its record is incomplete: {Path(path).name} was not logged: {error}"
+    """Log the executed notebook, its HTML rendering and the job's log on its run; what could
+    not be logged."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="sweepbook-html-") as folder:
+        html = render_html(spec.output, folder) if spec.output else None
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for path, artifacts in ((spec.output, None), (html, None), (spec.log, LOGS_FOLDER)):
+            if path and Path(path).is_file():
+                try:
+                    client.log_artifact(run_id, path, artifacts)
+                except Exception as error:  # disk full, permissions: the record must say so
+                    return f"its record is incomplete: {Path(path).name} was not logged: {error}"
     return None
 
 
@@ -253,10 +295,11 @@ class Execution:
 
 
 def run_notebook(notebook: Path, cfg, overrides: List[str], output: Optional[Path] = None,
-                 progress: bool = True) -> Execution:
+                 progress: bool = True, tags: Optional[Dict[str, str]] = None) -> Execution:
     """Execute `notebook` once, in a kernel in its own folder, with `overrides` (already
-    validated into `cfg`), and finish its record as a sweep's job does. The notebook receives
-    the overrides redacted, their secrets through a private file (secrets.passed)."""
+    validated into `cfg`) and `tags` for its run, and finish its record as a sweep's job does.
+    The notebook receives the overrides redacted, their secrets through a private file
+    (secrets.passed)."""
     from mlflow.tracking import MlflowClient
 
     from sweepbook.tracking import secrets
@@ -271,7 +314,8 @@ def run_notebook(notebook: Path, cfg, overrides: List[str], output: Optional[Pat
     with secrets.passed(overrides) as shown, _StopSignals(RUN_STOP_REASONS) as stop:
         spec = JobSpec(index=0, name=run_name(cfg, overrides, composition(cfg).choices),
                        notebook=str(notebook), output=str(output), log="",
-                       parameters={"overrides": shown, "tags": {LAUNCH_TAG: launch_id}},
+                       parameters={"overrides": shown,
+                                   "tags": {**(tags or {}), LAUNCH_TAG: launch_id}},
                        env={TRACKING_URI_ENV: cfg.tracking.uri},
                        experiment_id=prepare_store(cfg))
         try:

@@ -13,7 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sweepbook.executors.local import STORE_LOCK_ENV, WARMUP_CONFIG_ENV, handed_over_store
+from sweepbook.executors.local import (STORE_LOCK_ENV, TEMPLATE_FILES_ENV, WARMUP_CONFIG_ENV,
+                                       handed_over_store)
 
 
 def import_everything() -> None:
@@ -54,19 +55,35 @@ def pay_first_use_costs() -> None:
                                   serialization_format="pickle",
                                   pip_requirements=model_requirements())
     engine.NotebookShell.create()
+    _render_a_notebook()
+
+
+def _render_a_notebook() -> None:
+    """Each job logs its executed notebook as HTML too: nbconvert's import, its templates and
+    the highlighter cost about 0.5 s the first time, 60 ms after."""
+    from nbformat import v4
+
+    from sweepbook.executors import job
+
+    language = {"name": "python", "pygments_lexer": "ipython3"}
+    job.notebook_html(v4.new_notebook(metadata={"language_info": language}, cells=[
+        v4.new_markdown_cell("# warm-up"),
+        v4.new_code_cell("print(1)", outputs=[v4.new_output("stream", text="1\n")])]))
 
 
 def _compose_the_sweeps_config() -> None:
     """The sweep's first job composed once, as its notebook will: Hydra's first compose and the
     imports of the notebook's own targets are paid here, not in every job."""
     from sweepbook.config import ConfigError
-    from sweepbook.notebook import Notebook
+    from sweepbook.notebook import Notebook, inspect
 
     job = json.loads(os.environ.get(WARMUP_CONFIG_ENV) or "null")
     if job is None:
         return
     try:
-        Notebook(Path(job["notebook"]), job["config_name"]).compose(job["overrides"])
+        notebook = Notebook(Path(job["notebook"]), job["config_name"]) if job["config_name"] \
+            else inspect(job["notebook"])  # started before the driver read the notebook
+        notebook.compose(job["overrides"])
     except ConfigError:  # the driver validates it; if not here, the job itself says why
         pass  # (a warm-up must never stop the template every job forks from)
 
@@ -87,3 +104,18 @@ def warm_up() -> None:
         from mlflow.tracking import MlflowClient
 
         MlflowClient(tracking_uri).search_experiments(max_results=1)
+    if os.environ.get(TEMPLATE_FILES_ENV):
+        _write_code_files(Path(os.environ[TEMPLATE_FILES_ENV]))
+
+
+def _write_code_files(path: Path) -> None:
+    """The files of the code imported here from outside this Python's installation (the
+    project's, an editable sweepbook), with their mtimes: a later sweep of the same process
+    forks its jobs from here only while none changed (local.Template.serves)."""
+    installed = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
+    files = {}
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file and not os.path.abspath(file).startswith(installed) and os.path.isfile(file):
+            files[file] = os.stat(file).st_mtime_ns
+    path.write_text(json.dumps(files))

@@ -28,6 +28,10 @@ VERSION_TAG = "sweepbook.version.{}"  # package versions: python, sweepbook, tor
 SOURCE_NAME_TAG = "mlflow.source.name"  # the notebook
 SOURCE_TYPE_TAG = "mlflow.source.type"
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
+NOTEBOOK_HASH_TAG = "sweepbook.notebook_sha256"  # sha256 of the source notebook's code cells
+DATA_DIGEST_TAG = "sweepbook.data_digest"  # digest of the data actually used (every split)
+RERUN_OF_TAG = "sweepbook.rerun_of"  # on a run made by `sweepbook rerun`: the run it repeats
+THREADS_TAG = "sweepbook.torch_threads"  # torch's CPU threads: results differ between counts
 
 # tags of a sweep's runs
 SWEEP_TAG = "sweepbook.sweep_id"  # on a sweep's parent and children
@@ -73,6 +77,9 @@ MODEL_ARTIFACT = "model"  # the logged model's name
 FIGURES_FOLDER = "figures"
 LOGS_FOLDER = "logs"  # a job's own stdout and stderr
 SWEEP_DEFINITION_ARTIFACT = "sweep.yaml"  # on the parent: what --resume reruns
+# a job's executed notebook is logged at the run's root as <stem>.ipynb, with <stem>.html, its
+# rendering (nbconvert) that the MLflow UI shows
+NOTEBOOK_HTML_SUFFIX = ".html"
 
 NAME_SKIPS = ("tracking.", "paths.", "runname=", "expname=")  # overrides that do not name a run
 INFRASTRUCTURE_GROUPS = ("paths", "tracking")  # groups that place a run, not shape it

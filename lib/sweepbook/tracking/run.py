@@ -16,6 +16,7 @@ import os
 import platform
 import socket
 import subprocess
+import sys
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -27,6 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from sweepbook.config import Composition, composition, fingerprint
 from sweepbook.env import patched_environ
+from sweepbook.notebook import code_hash
 from sweepbook.params import config_params, redact, redact_overrides, to_container
 from sweepbook.tracking import record
 from sweepbook.tracking.metrics import MetricBuffer
@@ -35,9 +37,12 @@ from sweepbook.tracking.location import artifact_root
 from sweepbook.tracking.store import ensure_experiment, open_store, using_tracking_uri
 
 VERSIONED_PACKAGES = ("sweepbook", "torch", "mlflow", "hydra-core", "omegaconf")
+DATASET_CONTEXTS = ("training", "validation", "testing")  # MLflow's names of SPLITS' roles
+MLFLOW_DIGEST_LENGTH = 32  # a dataset input's digest holds 36 characters at most
 
 
-def _git(root: Path, *args: str) -> Optional[str]:
+def git(root: Path, *args: str) -> Optional[str]:
+    """git's output in `root`, stripped; None where git fails or is not installed."""
     try:
         done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
                               timeout=10)
@@ -46,22 +51,39 @@ def _git(root: Path, *args: str) -> Optional[str]:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+def _notebook_hash(root: Path, notebook: Optional[str]) -> Dict[str, str]:
+    """The hash of the notebook's code (a path relative to the project root, or absolute);
+    none for a notebook that cannot be read."""
+    digest = code_hash(root / notebook) if notebook else None
+    return {record.NOTEBOOK_HASH_TAG: digest} if digest else {}
+
+
+def _torch_threads() -> Dict[str, str]:
+    """torch's CPU thread count, when the notebook uses torch (never imported for a tag):
+    results differ in their last digits between thread counts, and rerun uses the same."""
+    torch = sys.modules.get("torch")
+    return {record.THREADS_TAG: str(torch.get_num_threads())} if torch else {}
+
+
 def source_tags(root: Path, notebook: Optional[str]) -> Dict[str, str]:
-    """Where the run came from: notebook, git commit and dirty flag, host, package versions."""
+    """Where the run came from: notebook and the hash of its code, git commit and dirty flag,
+    host, torch's thread count, package versions."""
     tags = {
         record.SOURCE_TYPE_TAG: "NOTEBOOK",
         record.SOURCE_NAME_TAG: notebook or os.environ.get("JPY_SESSION_NAME") or "unknown",
         record.HOST_TAG: socket.gethostname(),
         record.VERSION_TAG.format("python"): platform.python_version(),
+        **_notebook_hash(root, notebook),
+        **_torch_threads(),
     }
     if "CUDA_VISIBLE_DEVICES" in os.environ:  # a sweep's GPU slot (executors/local.py)
         tags[record.DEVICES_TAG] = os.environ["CUDA_VISIBLE_DEVICES"]
     if os.environ.get(record.WORKER_ENV):
         tags[record.WORKER_TAG] = os.environ[record.WORKER_ENV]
-    commit = _git(root, "rev-parse", "HEAD")
+    commit = git(root, "rev-parse", "HEAD")
     if commit:
         tags[record.GIT_COMMIT_TAG] = commit
-        dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
+        dirty = git(root, "status", "--porcelain", "--untracked-files=no")
         tags[record.GIT_DIRTY_TAG] = str(bool(dirty)).lower()
     for package in VERSIONED_PACKAGES:
         try:
@@ -147,6 +169,30 @@ class TrackedRun:
                 signature=infer_signature(example, output),
                 pip_requirements=model_requirements(), serialization_format="pickle",
             )
+
+    def log_dataset(self, data, name: Optional[str] = None) -> None:
+        """The data actually used, as MLflow dataset inputs named `name` (default: the
+        dataset's own): one per split (contexts training, validation, testing), each with the
+        digest of its bytes; and the whole dataset's digest tagged, so that two runs tell
+        whether they saw the same data."""
+        import mlflow.data
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        from sweepbook.data import SPLITS, combined_digest  # torch: imported by the caller
+
+        digests, inputs = data.digests(), []
+        for split_name, context in zip(SPLITS, DATASET_CONTEXTS):
+            split = getattr(data, split_name)
+            dataset = mlflow.data.from_numpy(  # a source given: MLflow's default runs git
+                split.x.detach().cpu().numpy(), targets=split.y.detach().cpu().numpy(),
+                name=name or data.name, source=CodeDatasetSource({}),
+                digest=digests[split_name][:MLFLOW_DIGEST_LENGTH])
+            inputs.append(DatasetInput(dataset._to_mlflow_entity(),  # as mlflow.log_input
+                                       [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
+        self.client.log_inputs(self.run_id, datasets=inputs)  # one write, not one per split
+        self.client.set_tag(self.run_id, record.DATA_DIGEST_TAG, combined_digest(digests))
 
     def write_output(self, relative: str, text: str) -> Path:
         """Write a text file into the run's output folder and log it right away."""
