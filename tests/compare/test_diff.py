@@ -44,6 +44,10 @@ def changed_copy(folder: Path) -> Path:
     return path
 
 
+# One worker (pytest -n) runs the tests that read the two runs: they are made once.
+pytestmark = pytest.mark.xdist_group("diff")
+
+
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory, store_template) -> TwoRuns:
     """Both runs in one store, made side by side with the command a user types (about 30 s;
