@@ -122,32 +122,38 @@ def render_html(notebook: str, folder: str) -> Optional[str]:
     source = Path(notebook)
     if not source.is_file():
         return None
+    rendered = Path(folder) / f"{source.stem}{NOTEBOOK_HTML_SUFFIX}"
     try:
-        page = notebook_html(nbformat.read(source, as_version=4))
-    except Exception as error:  # a notebook papermill left half-written, a template fault
-        print(f"{source.name} is logged without its HTML rendering: "
+        rendered.write_text(notebook_html(nbformat.read(source, as_version=4)),
+                            encoding="utf-8")
+    except Exception as error:  # a notebook papermill left half-written, a template fault,
+        print(f"{source.name} is logged without its HTML rendering: "  # a full disk
               f"{type(error).__name__}: {error}", file=sys.stderr)
         return None
-    rendered = Path(folder) / f"{source.stem}{NOTEBOOK_HTML_SUFFIX}"
-    rendered.write_text(page, encoding="utf-8")
     return str(rendered)
 
 
 def _log_files(client, run_id: str, spec: JobSpec) -> Optional[str]:
-    """Log the executed notebook, its HTML rendering and the job's log on its run; what could
-    not be logged."""
+    """Log the executed notebook, then its HTML rendering (a stopped job's grace time goes to
+    the notebook first), then the job's log, on its run; what could not be logged."""
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="sweepbook-html-") as folder:
-        html = render_html(spec.output, folder) if spec.output else None
-        sys.stdout.flush()
-        sys.stderr.flush()
-        for path, artifacts in ((spec.output, None), (html, None), (spec.log, LOGS_FOLDER)):
-            if path and Path(path).is_file():
-                try:
-                    client.log_artifact(run_id, path, artifacts)
-                except Exception as error:  # disk full, permissions: the record must say so
-                    return f"its record is incomplete: {Path(path).name} was not logged: {error}"
+    problem = _log_file(client, run_id, spec.output)
+    if problem is None and spec.output:
+        with tempfile.TemporaryDirectory(prefix="sweepbook-html-") as folder:
+            problem = _log_file(client, run_id, render_html(spec.output, folder))
+    return problem or _log_file(client, run_id, spec.log, LOGS_FOLDER)
+
+
+def _log_file(client, run_id: str, path: Optional[str],
+              folder: Optional[str] = None) -> Optional[str]:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if path and Path(path).is_file():
+        try:
+            client.log_artifact(run_id, path, folder)
+        except Exception as error:  # disk full, permissions: the record must say so
+            return f"its record is incomplete: {Path(path).name} was not logged: {error}"
     return None
 
 

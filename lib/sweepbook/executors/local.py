@@ -40,6 +40,7 @@ POOL_ENV, NULL_POOL = "MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool"  # no poole
 STORE_LOCK_ENV = "SWEEPBOOK_STORE_LOCK"  # the template waits on it before its first store query
 WARMUP_CONFIG_ENV = "SWEEPBOOK_WARMUP_CONFIG"  # JSON: notebook, config_name, overrides
 TEMPLATE_FILES_ENV = "SWEEPBOOK_TEMPLATE_FILES"  # where the template writes its code's files
+WARM_UP_WAIT_S = 120.0  # the longest a sweep waits for an earlier sweep's template to be warm
 STOP_GRACE_S = 10.0  # a stopped job's time to end its run KILLED and log its files
 GPU_COUNT_ENV = "SWEEPBOOK_VISIBLE_GPUS"  # a GPU count that overrides what this machine shows:
 #                                           how slots are tested on a machine without GPUs
@@ -138,26 +139,28 @@ class Template:
     process (a notebook's kernel: its second sweep starts its first job at once)."""
     pid: int
     folder: Path  # the notebook's folder: what it imported its targets from
-    sys_path: Tuple[str, ...]  # this process's, which it was started with
+    started_in: Tuple[str, str]  # the cwd and $PYTHONPATH it made its sys.path from
     code_files: str  # where it wrote the files of the code it imported, with their mtimes
 
     def serves(self, notebook: str) -> bool:
-        """Alive, started for a notebook in the same folder, with the same sys.path, and none
-        of the code it imported (outside this Python's installation) changed since: else its
-        jobs would run modules other than those on disk."""
+        """Alive, started for a notebook in the same folder, from the same cwd and
+        $PYTHONPATH (its sys.path), and none of the code it ran changed since: else its jobs
+        would run modules other than those on disk."""
         from multiprocessing import forkserver
 
         if forkserver._forkserver._forkserver_pid != self.pid or not _alive(self.pid):
             return False
-        if Path(notebook).parent != self.folder or tuple(sys.path) != self.sys_path:
+        if Path(notebook).parent != self.folder or _started_in() != self.started_in:
             return False
         files = self._code_files()
         return files is not None and all(_mtime(f) == mtime for f, mtime in files.items())
 
     def _code_files(self) -> Optional[Dict[str, int]]:
         """What it wrote once warm; waited for while it warms up (an earlier sweep that ran
-        no job did not wait): a new template would take longer. None if it died first."""
-        while _alive(self.pid):
+        no job did not wait): a new template would take longer. None if it died first, or
+        hangs (a target whose import blocks)."""
+        deadline = time.monotonic() + WARM_UP_WAIT_S
+        while _alive(self.pid) and time.monotonic() < deadline:
             try:
                 return json.loads(Path(self.code_files).read_text())
             except ValueError:  # not written yet
@@ -165,6 +168,10 @@ class Template:
             except OSError:
                 return None
         return None
+
+
+def _started_in() -> Tuple[str, str]:
+    return os.getcwd(), os.environ.get("PYTHONPATH", "")
 
 
 def _alive(pid: int) -> bool:
@@ -203,12 +210,13 @@ def _start_template(notebook: str, config_name: Optional[str], overrides: List[s
     atexit.unregister(stop_template)  # registered once, whatever the number of templates
     atexit.register(stop_template)
     _template = Template(forkserver._forkserver._forkserver_pid, Path(notebook).parent,
-                         tuple(sys.path), code_files)
+                         _started_in(), code_files)
 
 
 def stop_template() -> None:
     """Stop the fork engine's template by its PID, if one runs: the next sweep starts a fresh
-    one. Jobs forked from it lead their own process groups: untouched."""
+    one. Called between sweeps: a job still running would stop too (it dies with its parent,
+    job.py), its run ended KILLED."""
     global _template
     from multiprocessing import forkserver
 
@@ -269,8 +277,10 @@ class LocalExecutor(Executor):
 
     def warm_up(self, notebook: str, overrides: List[str]) -> None:
         """Start the fork engine's template at once: it imports for seconds, while the driver
-        reads the notebook (papermill), validates the jobs and creates the store."""
-        self.prepare(notebook, None, overrides)
+        reads the notebook (papermill), validates the jobs and creates the store. Not for a
+        notebook that is not there: the driver refuses it, and a warm template stays."""
+        if Path(notebook).is_file():
+            self.prepare(notebook, None, overrides)
 
     def prepare(self, notebook: str, config_name: Optional[str], overrides: List[str]) -> None:
         """Have a warm template for the fork engine: the one an earlier sweep of this process

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from sweepbook.executors.local import (STORE_LOCK_ENV, TEMPLATE_FILES_ENV, WARMUP_CONFIG_ENV,
@@ -92,6 +93,7 @@ def warm_up() -> None:
     """Import and exercise what jobs use, then wait for the store and query it once."""
     # Opened before the slow imports: the driver deletes the file when its sweep ends (or has
     # already, when bad input stopped it first: then there is no store to wait for).
+    started = time.time_ns()
     try:
         lock = open(os.environ[STORE_LOCK_ENV]) if os.environ.get(STORE_LOCK_ENV) else None
     except FileNotFoundError:
@@ -99,23 +101,28 @@ def warm_up() -> None:
     import_everything()
     pay_first_use_costs()
     _compose_the_sweeps_config()
+    if os.environ.get(TEMPLATE_FILES_ENV):
+        _write_code_files(Path(os.environ[TEMPLATE_FILES_ENV]), started)
     tracking_uri = handed_over_store(lock) if lock else ""
     if tracking_uri:
         from mlflow.tracking import MlflowClient
 
         MlflowClient(tracking_uri).search_experiments(max_results=1)
-    if os.environ.get(TEMPLATE_FILES_ENV):
-        _write_code_files(Path(os.environ[TEMPLATE_FILES_ENV]))
 
 
-def _write_code_files(path: Path) -> None:
-    """The files of the code imported here from outside this Python's installation (the
-    project's, an editable sweepbook), with their mtimes: a later sweep of the same process
-    forks its jobs from here only while none changed (local.Template.serves)."""
-    installed = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
+def _write_code_files(path: Path, started: int) -> None:
+    """Every file of code run here (imported modules, the project's conf/resolvers.py) with
+    its mtime: a later sweep of the same process forks its jobs from here only while none
+    changed (local.Template.serves). A file changed since this process `started` may have
+    been read before or after its change: it is marked changed already (mtime -1)."""
+    from sweepbook.config import _LOADED_RESOLVERS
+
+    modules = [getattr(module, "__file__", None) for module in list(sys.modules.values())]
     files = {}
-    for module in list(sys.modules.values()):
-        file = getattr(module, "__file__", None)
-        if file and not os.path.abspath(file).startswith(installed) and os.path.isfile(file):
-            files[file] = os.stat(file).st_mtime_ns
+    for file in [*filter(None, modules), *_LOADED_RESOLVERS]:
+        try:
+            mtime = os.stat(file).st_mtime_ns
+        except OSError:  # a module from a zip, a frozen one
+            continue
+        files[file] = mtime if mtime < started else -1
     path.write_text(json.dumps(files))

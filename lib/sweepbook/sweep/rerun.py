@@ -81,7 +81,7 @@ class Source:
     kind: str  # IN_PLACE, WORKTREE, LOGGED or CURRENT
     notebook: str  # relative to the project root; for LOGGED, the artifact's path
     commit: Optional[str] = None  # WORKTREE's
-    folder: Optional[Path] = None  # LOGGED: the original's folder, for its modules
+    folder: Optional[Path] = None  # LOGGED: its folder in this checkout, for its modules
     note: Optional[str] = None  # why this source, said on stderr
 
     def describe(self) -> str:
@@ -269,8 +269,9 @@ def _store_client(uri: str, run_id: str) -> MlflowClient:
 
 def plan_reruns(store_cfg, run_id: str,
                 from_notebook: bool = False) -> Tuple[List[Rerun], Project]:
-    """The reruns `run_id` stands for (each FINISHED child of a parent), all checked before
-    any is executed, and this checkout they run from."""
+    """The reruns `run_id` stands for (each FINISHED child of a parent), each one's record
+    and notebook checked before any is executed (its config is composed when it runs), and
+    this checkout they run from."""
     uri = store_cfg.tracking.uri
     client = _store_client(uri, run_id)
     run = read_run(client, run_id, uri)
@@ -338,7 +339,7 @@ def checkout(rerun: Rerun, project: Project, client: MlflowClient,
             path = _download(client, rerun.original, source.notebook, temporary)
             modules = {"PYTHONPATH": _prepended("PYTHONPATH", source.folder)} \
                 if source.folder and source.folder.is_dir() else {}  # its folder's modules
-            yield path, rerun.overrides, modules
+            yield path, rerun.overrides, {ROOT_ENV: str(project.root), **modules}
         else:
             tree = folder / "worktree"
             try:
