@@ -198,3 +198,35 @@ def test_log_dataset_logs_each_split_with_its_digest_and_tags_the_whole(cfg, cli
         assert logged[context].name == "digits"
         assert logged[context].digest == digests[split][:32]
         assert f'"targets_shape": [{len(getattr(data, split))}]' in logged[context].profile
+
+
+def test_parallel_runs_logging_the_same_data_all_record_it(cfg, client):
+    """A sweep's jobs log the same dataset at the same moment: MLflow adds a dataset it does
+    not find, so all but the first writer hit the store's unique key; each must still end
+    with its inputs (this failed a 4-job sweep on a fresh clone)."""
+    import threading
+
+    from sweepbook.data import load_dataset
+    from sweepbook.tracking.run import TrackedRun
+
+    data = load_dataset(cfg.data, cfg.seed)
+    experiment = client.get_experiment_by_name(cfg.expname) or client.get_experiment(
+        client.create_experiment(cfg.expname))
+    runs = [TrackedRun(client, client.create_run(experiment.experiment_id).info.run_id,
+                       Path(cfg.paths.output_dir), cfg.tracking) for _ in range(6)]
+    start, failures = threading.Barrier(len(runs)), []
+
+    def log(run):
+        start.wait()
+        try:
+            run.log_dataset(data)
+        except Exception as error:
+            failures.append(error)
+    threads = [threading.Thread(target=log, args=(run,)) for run in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    for run in runs:
+        assert len(client.get_run(run.run_id).inputs.dataset_inputs) == 3

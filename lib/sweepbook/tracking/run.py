@@ -39,6 +39,7 @@ from sweepbook.tracking.store import ensure_experiment, open_store, using_tracki
 VERSIONED_PACKAGES = ("sweepbook", "torch", "mlflow", "hydra-core", "omegaconf")
 DATASET_CONTEXTS = ("training", "validation", "testing")  # MLflow's names of SPLITS' roles
 MLFLOW_DIGEST_LENGTH = 32  # a dataset input's digest holds 36 characters at most
+DATASET_WRITE_TRIES = 3  # parallel jobs race to add the same dataset (see _log_inputs)
 
 
 def git(root: Path, *args: str) -> Optional[str]:
@@ -191,8 +192,21 @@ class TrackedRun:
                 digest=digests[split_name][:MLFLOW_DIGEST_LENGTH])
             inputs.append(DatasetInput(dataset._to_mlflow_entity(),  # as mlflow.log_input
                                        [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
-        self.client.log_inputs(self.run_id, datasets=inputs)  # one write, not one per split
+        self._log_inputs(inputs)
         self.client.set_tag(self.run_id, record.DATA_DIGEST_TAG, combined_digest(digests))
+
+    def _log_inputs(self, inputs) -> None:
+        """One write, not one per split. MLflow looks for the experiment's dataset, then adds
+        it if missing: two jobs of a sweep logging the same data at once both add it, and the
+        second write fails on the store's unique key. Tried again, it finds the first's."""
+        from mlflow.exceptions import MlflowException
+
+        for attempt in range(DATASET_WRITE_TRIES):
+            try:
+                return self.client.log_inputs(self.run_id, datasets=inputs)
+            except MlflowException:
+                if attempt == DATASET_WRITE_TRIES - 1:
+                    raise
 
     def write_output(self, relative: str, text: str) -> Path:
         """Write a text file into the run's output folder and log it right away."""
