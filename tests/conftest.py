@@ -56,16 +56,22 @@ class Swept:
     experiment: str  # the smoke preset's experiment
 
 
-@pytest.fixture(scope="session")
-def swept_template(tmp_path_factory, store_template) -> Swept:
-    """A store holding one real 4-job smoke sweep of train.ipynb, made once per session with
-    the command a user types."""
-    folder = tmp_path_factory.mktemp("swept")
+def smoke_store(folder: Path, store_template: Path):
+    """A copy of the fresh store in `folder`, and the environment of a user's shell whose
+    commands record smoke runs there: (its URI, that environment)."""
     shutil.copy(store_template, folder / "mlflow.db")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
            "SWEEPBOOK_OVERRIDES": f"debug=default paths.output_dir={folder / 'outputs'}"}
     env.pop("MLFLOW_RUN_ID", None)
+    return uri, env
+
+
+@pytest.fixture(scope="session")
+def swept_template(tmp_path_factory, store_template) -> Swept:
+    """A store holding one real 4-job smoke sweep of train.ipynb, made once per session with
+    the command a user types."""
+    uri, env = smoke_store(tmp_path_factory.mktemp("swept"), store_template)
     done = subprocess.run([SWEEPBOOK, "sweep", str(ROOT / "notebooks" / "train.ipynb"), *SWEPT,
                            "--workers", "2", "--quiet"],
                           env=env, capture_output=True, text=True, timeout=600)

@@ -2,9 +2,7 @@
 second with another learning rate and one code cell changed in its copy of the notebook."""
 import html
 import json
-import os
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +16,7 @@ from sweepbook.compare import ComparisonError
 from sweepbook.compare.diff import Change
 from sweepbook.tracking import record
 
-from conftest import ROOT, SWEEPBOOK
+from conftest import ROOT, SWEEPBOOK, smoke_store
 from runs_factory import make_run
 
 SHOWN = 'print(f"test accuracy: {test.score:.4f}")'
@@ -53,11 +51,7 @@ def two_runs(tmp_path_factory, store_template) -> TwoRuns:
     """Both runs in one store, made side by side with the command a user types (about 30 s;
     once for this module's tests, which only read them)."""
     folder = tmp_path_factory.mktemp("diff")
-    shutil.copy(store_template, folder / "mlflow.db")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
-           "SWEEPBOOK_OVERRIDES": f"debug=default paths.output_dir={folder / 'outputs'}"}
-    env.pop("MLFLOW_RUN_ID", None)
+    uri, env = smoke_store(folder, store_template)
     commands = [[str(ROOT / "notebooks" / "train.ipynb")],
                 [str(changed_copy(folder)), "optimizer.lr=0.01"]]
     started = [subprocess.Popen([SWEEPBOOK, "run", *command, "--quiet"], env=env, cwd=folder,
