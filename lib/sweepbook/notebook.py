@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 from omegaconf import DictConfig
 
@@ -89,14 +89,19 @@ def inspect(path) -> Notebook:
     return Notebook(path, _default(parameters["config_name"], path))
 
 
-def code_hash(path) -> Optional[str]:
-    """sha256 (hex) of the notebook's code cells' sources, in order: what it runs, whatever
+def code_sources(notebook: dict) -> List[str]:
+    """The sources of a notebook's (its JSON's) code cells, in order: what it runs, whatever
     its outputs and metadata. papermill's injected-parameters cell is left out, so an executed
-    copy hashes as its source does. None for a file that cannot be read as a notebook."""
+    copy reads as its source does."""
+    return ["".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code"
+            and INJECTED_TAG not in cell.get("metadata", {}).get("tags", ())]
+
+
+def code_hash(path) -> Optional[str]:
+    """sha256 (hex) of the notebook's code_sources; None for a file that cannot be read as a
+    notebook."""
     try:
-        cells = json.loads(Path(path).read_text(encoding="utf-8"))["cells"]
-        sources = ["".join(cell["source"]) for cell in cells if cell["cell_type"] == "code"
-                   and INJECTED_TAG not in cell.get("metadata", {}).get("tags", ())]
+        sources = code_sources(json.loads(Path(path).read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return hashlib.sha256(json.dumps(sources).encode()).hexdigest()

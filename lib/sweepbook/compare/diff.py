@@ -22,11 +22,11 @@ from mlflow.tracking import MlflowClient
 
 from sweepbook.compare.runs import PROGRESS_BAR_ENV, ComparisonError
 from sweepbook.env import patched_environ
+from sweepbook.notebook import code_sources
 from sweepbook.params import redact_uri
 from sweepbook.tracking import record
 from sweepbook.tracking.location import sqlite_file
 
-INJECTED_TAG = "injected-parameters"  # the cell papermill adds after the parameters cell
 CELL_MARK = "# %%"  # between code cells, as in jupytext's percent format
 SOURCE_TAGS = {  # shown as: tag
     "notebook": record.SOURCE_NAME_TAG,
@@ -207,9 +207,7 @@ def _executed_notebook(client: MlflowClient, run_id: str) -> Optional[Tuple[str,
     with tempfile.TemporaryDirectory() as work, patched_environ({PROGRESS_BAR_ENV: "false"}):
         notebook = json.loads(Path(client.download_artifacts(run_id, names[0], work))
                               .read_text(encoding="utf-8"))
-    cells = [cell for cell in notebook.get("cells", []) if cell.get("cell_type") == "code"
-             and INJECTED_TAG not in cell.get("metadata", {}).get("tags", [])]
-    return names[0], ["".join(cell.get("source", "")) for cell in cells]
+    return names[0], code_sources(notebook)
 
 
 def _code_lines(cells: Sequence[str]) -> List[str]:
