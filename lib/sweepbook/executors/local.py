@@ -279,8 +279,9 @@ class LocalExecutor(Executor):
         """Start the fork engine's template at once: it imports for seconds, while the driver
         reads the notebook (papermill), validates the jobs and creates the store. Not for a
         notebook that is not there: the driver refuses it, and a warm template stays."""
-        if Path(notebook).is_file():
-            self.prepare(notebook, None, overrides)
+        path = Path(notebook).expanduser().resolve()  # as the driver will find it
+        if path.is_file():
+            self.prepare(str(path), None, overrides)
 
     def prepare(self, notebook: str, config_name: Optional[str], overrides: List[str]) -> None:
         """Have a warm template for the fork engine: the one an earlier sweep of this process

@@ -250,7 +250,7 @@ def _definition(notebook, overrides, sweep_file, resume, max_jobs,
         return notebooks.inspect(definition["notebook"]), definition["overrides"], combinations
     combinations = planning.combinations(overrides, sweep_file, max_jobs)
     secrets.secret_overrides(combinations)  # a secret swept over values: refused now
-    executor.warm_up(str(Path(notebook).expanduser().resolve()), combinations[0])
+    executor.warm_up(notebook, combinations[0])
     print(f"sweep of {len(combinations):,} jobs: validating...", file=sys.stderr, flush=True)
     return notebooks.inspect(notebook), list(overrides), combinations
 

@@ -129,7 +129,7 @@ def run_tune(notebook: str, search: Sequence[str] = (), *, trials: Optional[int]
     trials = _trials(settings, searched)
     with StopSignals() as stop, runner as executor:
         corners = searched.corners()
-        executor.warm_up(str(Path(notebook).expanduser().resolve()), corners[0])
+        executor.warm_up(notebook, corners[0])
         found = notebooks.inspect(notebook)
         if study is not None:
             _study_name(study, found.path, overrides, [])  # a bad name: refused before any work
